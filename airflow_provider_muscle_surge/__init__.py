@@ -1,0 +1,81 @@
+"""Apache Airflow provider for Segmind's Muscle Surge image-to-video model.
+
+Kept import-free on purpose: Airflow reads :func:`get_provider_info` while discovering
+providers, and DAG files import this package at parse time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_PKG = "airflow_provider_muscle_surge"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """What Airflow needs to list this provider, its connection type and its form."""
+    return {
+        "package-name": "airflow-provider-muscle-surge",
+        "name": "Segmind Muscle Surge",
+        "description": "Turn still images into Segmind Muscle Surge videos from Airflow DAGs.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Segmind",
+                "external-doc-url": "https://www.segmind.com/models/muscle-surge/api",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "Segmind", "python-modules": [f"{_PKG}.hooks.segmind", f"{_PKG}.hooks.segmind_async"]}
+        ],
+        "operators": [{"integration-name": "Segmind", "python-modules": [f"{_PKG}.operators.segmind"]}],
+        "sensors": [{"integration-name": "Segmind", "python-modules": [f"{_PKG}.sensors.segmind"]}],
+        "triggers": [{"integration-name": "Segmind", "python-modules": [f"{_PKG}.triggers.segmind"]}],
+        "extra-links": [
+            f"{_PKG}.links.SegmindVideoLink",
+            f"{_PKG}.links.SegmindRequestLink",
+        ],
+        "connection-types": [
+            {
+                "connection-type": "segmind",
+                "hook-class-name": f"{_PKG}.hooks.segmind.SegmindHook",
+                "hook-name": "Segmind",
+                "conn-fields": {
+                    "upload_url": {
+                        "label": "Upload URL",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Where images are uploaded (default: Segmind's storage host, or <host>/upload-asset).",
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "schema": {"type": ["integer", "null"], "minimum": 0},
+                        "description": "Retries of 429/5xx/connection errors per call (default 6).",
+                    },
+                    "max_retry_seconds": {
+                        "label": "Max retry time (s)",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "description": "Total time spent retrying one call (default 120).",
+                    },
+                    "timeout": {
+                        "label": "HTTP timeout (s)",
+                        "schema": {"type": ["number", "null"], "minimum": 1},
+                        "description": "Per-request read timeout (default 30).",
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"password": "API key", "host": "API base URL"},
+                    "placeholders": {
+                        "host": "https://api.segmind.com",
+                        "password": "SG_... (from cloud.segmind.com/console/api-keys)",
+                        "upload_url": "https://workflows-api.segmind.com/upload-asset",
+                        "max_retries": "6",
+                        "max_retry_seconds": "120",
+                        "timeout": "30",
+                    },
+                },
+            }
+        ],
+    }
