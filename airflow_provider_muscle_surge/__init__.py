@@ -46,7 +46,7 @@ def get_provider_info() -> dict[str, Any]:
                     "upload_url": {
                         "label": "Upload URL",
                         "schema": {"type": ["string", "null"]},
-                        "description": "Where images are uploaded (default: Segmind's storage host, or <host>/upload-asset).",
+                        "description": "Where images are uploaded (default: Segmind storage, or <host>/upload-asset).",
                     },
                     "max_retries": {
                         "label": "Max retries",

@@ -14,6 +14,7 @@ import base64
 import binascii
 import enum
 import ipaddress
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from airflow_provider_muscle_surge.exceptions import (
     SegmindError,
     ServerError,
 )
+from airflow_provider_muscle_surge.retry import retry_after_seconds
 
 # --- endpoints --------------------------------------------------------------------------------
 DEFAULT_HOST = "https://api.segmind.com"
@@ -280,8 +282,9 @@ def validate_muscle_surge(params: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(params) - {"image_url", "duration", "quality", "motion_mode", "seed", "style"}
     if unknown:
         raise InvalidParameter(
-            sorted(unknown)[0], params[sorted(unknown)[0]], "not a muscle-surge parameter "
-            "(image_url, duration, quality, motion_mode, seed, style)"
+            sorted(unknown)[0],
+            params[sorted(unknown)[0]],
+            "not a muscle-surge parameter (image_url, duration, quality, motion_mode, seed, style)",
         )
     body: dict[str, Any] = {"image_url": _check_image_url(params.get("image_url"))}
     duration = _as_int("duration", params.get("duration", 5), "one of 5 or 8 (seconds)")
@@ -322,3 +325,53 @@ def validate_payload(model: str, payload: Any) -> dict[str, Any]:
     if model == MUSCLE_SURGE:
         return validate_muscle_surge(payload)
     return dict(payload)
+
+
+# --- reading an answer ------------------------------------------------------------------------
+def decode_body(raw: bytes | str) -> Any:
+    """JSON when it parses, else the text: error bodies from proxies are often HTML."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def check_answer(
+    status_code: int,
+    body: Any,
+    headers: Mapping[str, str],
+    *,
+    request_id: str | None = None,
+    failed_is_answer: bool = False,
+) -> Any:
+    """Return the body of a successful answer, or raise the mapped exception.
+
+    ``failed_is_answer``: the status and result endpoints serve a FAILED request as HTTP 422
+    with ``status: FAILED`` in the body. For them that is an answer (the request's terminal
+    state), not a transport error, so the caller's state logic sees it like any other state.
+    """
+    if 200 <= status_code < 300:
+        return body
+    if failed_is_answer and status_code == 422 and isinstance(body, Mapping) and body.get("status") == "FAILED":
+        return body
+    retry_after = retry_after_seconds(headers) if status_code == 429 else None
+    raise error_for_status(status_code, body, request_id=request_id, retry_after=retry_after)
+
+
+def require_json_object(body: Any, what: str) -> dict[str, Any]:
+    """A 2xx JSON endpoint that answered something else is a broken answer, never "still pending"."""
+    if isinstance(body, dict):
+        return body
+    raise MalformedResponse(f"Segmind answered {what} with something that is not a JSON object: {_short(body)}")
+
+
+def completed_result(body: Any, request_id: str) -> dict[str, Any]:
+    """The result body of a COMPLETED request; FAILED raises its 422 mapping, anything else is malformed."""
+    body = require_json_object(body, f"the result of {request_id}")
+    status = RequestStatus.parse(body, request_id=request_id)
+    if status is RequestStatus.FAILED:
+        raise error_for_status(422, body, request_id=request_id)
+    if status is not RequestStatus.COMPLETED:
+        raise MalformedResponse(f"the result of {request_id} was read before completion (status {status.value})")
+    return body

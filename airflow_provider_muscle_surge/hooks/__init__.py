@@ -1,0 +1,1 @@
+"""Hooks: the sync :class:`SegmindHook` for workers and :class:`SegmindAsyncHook` for triggers."""
