@@ -144,6 +144,14 @@ class RequestStatus(str, enum.Enum):
             ) from None
 
 
+def live_status(body: Any, request_id: str) -> RequestStatus:
+    """The state of a status body, raising ``InferenceFailed`` with the server's detail on FAILED."""
+    status = RequestStatus.parse(body, request_id=request_id)
+    if status is RequestStatus.FAILED:
+        raise error_for_status(422, body, request_id=request_id)
+    return status
+
+
 @dataclass(frozen=True)
 class Submission:
     """What a v2 submit returns: the three fields the SDK also insists on."""

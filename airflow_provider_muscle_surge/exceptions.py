@@ -59,10 +59,10 @@ class SegmindError(AirflowException):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep the keyword fields when the exception crosses a process boundary.
-        return (_rebuild, (type(self), str(self), self.__dict__.copy()))
+        return (rebuild, (type(self), str(self), self.__dict__.copy()))
 
 
-def _rebuild(cls: type[SegmindError], message: str, state: dict[str, Any]) -> SegmindError:
+def rebuild(cls: type[SegmindError], message: str, state: dict[str, Any]) -> SegmindError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)

@@ -24,7 +24,7 @@ from airflow_provider_muscle_surge.contract import (
     DEFAULT_TYPICAL_RENDER_SECONDS,
     TYPICAL_RENDER_SECONDS,
     RequestStatus,
-    error_for_status,
+    live_status,
 )
 from airflow_provider_muscle_surge.exceptions import InferenceTimeout
 
@@ -137,12 +137,10 @@ class Watch:
     def step(self, body: Any, now: float | None = None) -> Step:
         """Interpret one status body. Raises ``InferenceFailed`` (FAILED) or ``InferenceTimeout``."""
         now = time.time() if now is None else now
-        status = RequestStatus.parse(body, request_id=self.request_id)
+        self.polls += 1
+        status = live_status(body, self.request_id)
         changed = status is not self.last_status
         self.last_status = status
-        self.polls += 1
-        if status is RequestStatus.FAILED:
-            raise error_for_status(422, body, request_id=self.request_id)
         if status is RequestStatus.COMPLETED:
             return Step(status, changed, None, dict(body))
         remaining = self.deadline - now

@@ -1,0 +1,1 @@
+"""Operators that submit Segmind requests."""

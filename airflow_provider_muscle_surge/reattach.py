@@ -1,0 +1,74 @@
+"""Remembering a submitted request so a retry re-attaches to it instead of paying again.
+
+A v2 submit is billed the moment it is accepted. If the worker then dies, or polling gives
+up, Airflow retries the task, and a naive retry submits (and pays) again. We record the
+request in Airflow 3.3's ``task_state_store`` right after the submit — it is scoped to this
+dag, run, task and map index, and unlike XCom it survives retries — together with a
+fingerprint of the exact request body. A later try re-attaches only when the fingerprint
+matches: cleared with new parameters (new DAG-run conf, a changed template) means a new job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "segmind_request"
+
+
+def fingerprint(model: str, body: dict[str, Any]) -> str:
+    """Stable digest of what was sent: same model and same validated body, same fingerprint."""
+    canonical = json.dumps({"model": model, "body": body}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    request_id: str
+    status_url: str
+    response_url: str
+    model: str
+    fingerprint: str
+    submitted_at: float
+    try_number: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RequestRecord | None:
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        except TypeError:
+            return None
+
+
+def _store(context: Any) -> Any:
+    store = context.get("task_state_store") if hasattr(context, "get") else None
+    if store is None:
+        log.warning("task_state_store is not available: a retry of this task cannot re-attach to its request")
+    return store
+
+
+def load(context: Any) -> RequestRecord | None:
+    store = _store(context)
+    return RequestRecord.from_dict(store.get(STATE_KEY)) if store is not None else None
+
+
+def save(context: Any, record: RequestRecord) -> None:
+    store = _store(context)
+    if store is not None:
+        store.set(STATE_KEY, record.to_dict())
+
+
+def forget(context: Any) -> None:
+    store = _store(context)
+    if store is not None:
+        store.delete(STATE_KEY)

@@ -1,0 +1,107 @@
+"""SegmindRequestSensor: wait for a request submitted elsewhere (another task, another system).
+
+Poke, reschedule and deferrable modes. COMPLETED succeeds and returns the result; FAILED and
+expired (404) raise ``AirflowFailException`` subclasses, so the task ends without retries and
+the server's detail is in the message.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+
+from airflow_provider_muscle_surge import contract
+from airflow_provider_muscle_surge.links import SegmindRequestLink, SegmindVideoLink
+from airflow_provider_muscle_surge.polling import PollSchedule
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class SegmindRequestSensor(BaseSensorOperator):
+    """Wait until a Segmind v2 request is COMPLETED and return its result.
+
+    :param request_id: the request to watch. Templated, e.g.
+        ``"{{ ti.xcom_pull(task_ids='submit', key='request_id') }}"``.
+    :param segmind_conn_id: a ``segmind`` connection.
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
+    :param poll_schedule: ``PollSchedule`` fields for deferrable mode; poke modes use ``poke_interval``.
+    :param timeout: seconds to wait (default 3600, the API's retention).
+    """
+
+    template_fields: tuple[str, ...] = ("request_id",)
+    operator_extra_links = (SegmindVideoLink(), SegmindRequestLink())
+    ui_color = "#fda085"
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        segmind_conn_id: str = "segmind_default",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_schedule: dict[str, Any] | None = None,
+        timeout: float = 3600.0,
+        poke_interval: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(timeout=timeout, poke_interval=poke_interval, **kwargs)
+        self.request_id = request_id
+        self.segmind_conn_id = segmind_conn_id
+        self.deferrable = deferrable
+        self.poll_schedule = dict(poll_schedule or {})
+
+    def _hook(self) -> Any:
+        from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
+
+        return SegmindHook(self.segmind_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        hook = self._hook()
+        status_url = hook.settings.base_url + contract.status_path(self.request_id)
+        context["ti"].xcom_push(key="request_id", value=self.request_id)
+        context["ti"].xcom_push(key="status_url", value=status_url)
+        if not self.deferrable:
+            return super().execute(context)
+        from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger
+
+        now = time.time()
+        schedule = PollSchedule.for_model(contract.MUSCLE_SURGE, **{**hook.settings.poll, **self.poll_schedule})
+        self.defer(
+            trigger=SegmindRequestTrigger(
+                request_id=self.request_id,
+                deadline=now + float(self.timeout),
+                submitted_at=now,
+                segmind_conn_id=self.segmind_conn_id,
+                # The submit time is unknown here: look once at once, then follow the schedule from now.
+                schedule={**schedule.to_dict(), "first_poll_seconds": 0.0},
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout)) + timedelta(minutes=5),
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        hook = self._hook()
+        status = contract.live_status(hook.get_status(self.request_id), self.request_id)
+        self.log.info("Segmind request %s is %s", self.request_id, status.value)
+        if status is not contract.RequestStatus.COMPLETED:
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, hook.get_result(self.request_id)))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        from airflow_provider_muscle_surge.events import result_from_event
+
+        return self._finish(context, result_from_event(event))
+
+    def _finish(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        output = result.get("output")
+        context["ti"].xcom_push(key="output_url", value=output if isinstance(output, str) else None)
+        self.log.info("Segmind request %s COMPLETED: output %s", self.request_id, output)
+        return {
+            "request_id": self.request_id,
+            "status": "COMPLETED",
+            "output": output,
+            "metrics": result.get("metrics"),
+        }

@@ -1,0 +1,86 @@
+"""SegmindRequestTrigger: waits for one Segmind request in the triggerer.
+
+It only polls and yields one event. It never submits, cancels or resubmits anything, so
+moving it between triggerers (or running it twice during a handover) has no side effect.
+Its kwargs are plain JSON: the connection *id* (the key is looked up with ``aget_connection``
+inside ``run()``), the request id, absolute times and the polling schedule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_muscle_surge import events
+from airflow_provider_muscle_surge.exceptions import SegmindError
+from airflow_provider_muscle_surge.hooks.segmind_async import SegmindAsyncHook
+from airflow_provider_muscle_surge.hooks.settings import DEFAULT_CONN_ID
+from airflow_provider_muscle_surge.polling import PollSchedule, Step, Watch
+
+
+class SegmindRequestTrigger(BaseTrigger):
+    """Poll a v2 request until COMPLETED, FAILED, expired (404), the deadline, or a persistent error.
+
+    :param request_id: the v2 request to watch.
+    :param deadline: absolute epoch seconds; a restarted triggerer keeps the same deadline.
+    :param submitted_at: epoch seconds of the submit; the adaptive schedule is relative to it.
+    :param schedule: ``PollSchedule.to_dict()``; default: the muscle-surge schedule.
+    """
+
+    def __init__(
+        self,
+        request_id: str,
+        deadline: float,
+        submitted_at: float | None = None,
+        segmind_conn_id: str = DEFAULT_CONN_ID,
+        schedule: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.request_id = request_id
+        self.deadline = float(deadline)
+        self.submitted_at = float(submitted_at if submitted_at is not None else time.time())
+        self.segmind_conn_id = segmind_conn_id
+        self.schedule = dict(schedule) if schedule else PollSchedule().to_dict()
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "request_id": self.request_id,
+                "deadline": self.deadline,
+                "submitted_at": self.submitted_at,
+                "segmind_conn_id": self.segmind_conn_id,
+                "schedule": self.schedule,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            # One HTTP session for the whole wait, closed when the block exits (also on cancel).
+            async with SegmindAsyncHook(self.segmind_conn_id) as hook:
+                result = await hook.wait_for_request(
+                    self.request_id,
+                    submitted_at=self.submitted_at,
+                    deadline=self.deadline,
+                    schedule=PollSchedule.from_dict(self.schedule),
+                    on_step=self._log_step,
+                )
+        except SegmindError as err:
+            self.log.warning("Segmind request %s: %s", self.request_id, err)
+            yield TriggerEvent(events.error_event(self.request_id, err))
+            return
+        self.log.info("Segmind request %s COMPLETED after %.1fs", self.request_id, time.time() - self.submitted_at)
+        yield TriggerEvent(events.completed_event(self.request_id, result))
+
+    def _log_step(self, step: Step, watch: Watch) -> None:
+        if step.changed:
+            self.log.info(
+                "Segmind request %s is %s after %.1fs (%d status calls)",
+                self.request_id,
+                step.status.value,
+                watch.elapsed(),
+                watch.polls,
+            )
