@@ -1,0 +1,30 @@
+# Everyday commands. Each creates .venv on first use (PyPI only; no key, no other network).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-fast lint demo bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+## The whole suite: lint, unit and emulator tests, example DAGs, and the real-Airflow deployment tests.
+test: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## Everything but the real-Airflow deployment tests (about a minute).
+test-fast: venv
+	$(VENV)/bin/pytest -m "not realairflow" $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) demo-output artifacts .pytest_cache
