@@ -121,7 +121,7 @@ class SegmindSubmitOperator(BaseOperator):
             reattach.save(context, record)
         self._publish_request(context, record)
         if finished is not None:
-            return self._finish(context, hook, record, finished)
+            return self._finish(context, hook, record.request_id, finished)
         if not self.wait_for_completion:
             return {
                 "model": record.model,
@@ -151,17 +151,14 @@ class SegmindSubmitOperator(BaseOperator):
             schedule=self.schedule(hook),
             on_step=self._log_step,
         )
-        return self._finish(context, hook, record, result)
+        return self._finish(context, hook, record.request_id, result)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Back from the trigger: map its event to the same result or exception as blocking mode."""
         from airflow_provider_muscle_surge.events import result_from_event
 
         result = result_from_event(event)
-        record = reattach.load(context)
-        if record is None or record.request_id != (event or {}).get("request_id"):
-            raise RuntimeError(f"the trigger reported {event.get('request_id')!r} but this task has no record of it")  # type: ignore[union-attr]
-        return self._finish(context, self.hook(), record, result)
+        return self._finish(context, self.hook(), str(event["request_id"]), result)  # type: ignore[index]
 
     def on_kill(self) -> None:
         """The API has no cancel: say so, with the id, so nobody assumes the job stopped."""
@@ -215,37 +212,31 @@ class SegmindSubmitOperator(BaseOperator):
         if step.changed:
             self.log.info("Request %s is %s after %.1fs", watch.request_id, step.status.value, watch.elapsed())
 
-    def _finish(
-        self, context: Context, hook: SegmindHook, record: reattach.RequestRecord, result: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _finish(self, context: Context, hook: SegmindHook, request_id: str, result: dict[str, Any]) -> dict[str, Any]:
         output = result.get("output")
         context["ti"].xcom_push(key="output_url", value=output if isinstance(output, str) else None)
         saved = None
         if self.output_path and isinstance(output, str):
-            saved = hook.download(output, self._destination(record, output)).to_dict()
-        self.log.info(
-            "Request %s COMPLETED: output %s%s",
-            record.request_id,
-            output,
-            f", saved to {saved['path']}" if saved else "",
-        )
+            saved = hook.download(output, self._destination(request_id, output)).to_dict()
+        where = f", saved to {saved['path']}" if saved else ""
+        self.log.info("Request %s COMPLETED: output %s%s", request_id, output, where)
         return {
-            "model": record.model,
-            "request_id": record.request_id,
+            "model": self.model,
+            "request_id": request_id,
             "status": "COMPLETED",
             "output": output,
             "metrics": result.get("metrics"),
-            "status_url": record.status_url,
+            "status_url": hook.settings.base_url + contract.status_path(request_id),
             "saved": saved,
         }
 
-    def _destination(self, record: reattach.RequestRecord, output_url: str) -> str | ObjectStoragePath:
+    def _destination(self, request_id: str, output_url: str) -> str | ObjectStoragePath:
         target = self.output_path
         name = str(target)
         if PurePosixPath(name.rstrip("/")).suffix and not name.endswith("/"):
             return target  # type: ignore[return-value]
         suffix = PurePosixPath(output_url.split("?", 1)[0]).suffix or ".bin"
-        return (target if not isinstance(target, str) else _as_path(target)) / f"{record.request_id}{suffix}"  # type: ignore[operator]
+        return (target if not isinstance(target, str) else _as_path(target)) / f"{request_id}{suffix}"  # type: ignore[operator]
 
 
 def _as_path(location: str) -> ObjectStoragePath:
