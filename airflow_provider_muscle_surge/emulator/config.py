@@ -1,0 +1,71 @@
+"""Settings of the emulator, shared by the CLI (``__main__``), the Python API and the test helper.
+
+One dataclass so that every way of starting the server accepts the same knobs with the same
+defaults; :func:`airflow_provider_muscle_surge.emulator.__main__.build_parser` maps each field to
+one ``--flag``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from airflow_provider_muscle_surge import contract
+
+#: The key accepted when no ``--api-key`` is given: a documented, obviously fake default so that
+#: ``segmind-emulator`` works out of the box and nobody pastes a real key into a demo.
+DEFAULT_API_KEY = "emulator-key"
+DEFAULT_PORT = 8765
+
+
+@dataclass
+class EmulatorConfig:
+    """Everything the server needs to know; each field has a CLI flag of the same name.
+
+    ``credits`` and ``rate_limit`` of ``None`` mean unlimited / off. ``data_dir`` of ``None``
+    means a temporary directory, removed when the server stops. ``seed`` makes render times,
+    fault choices and videos reproducible for the same sequence of requests.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    #: Mean render time of a muscle-surge job; other models scale it by their typical latency.
+    job_seconds: float = contract.TYPICAL_RENDER_SECONDS[contract.MUSCLE_SURGE]
+    #: Standard deviation of the render time, as a fraction of the mean.
+    job_spread: float = 0.06
+    #: How long a v2 request record lives, counted from its submission.
+    retention_seconds: float = float(contract.RETENTION_SECONDS)
+    api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
+    #: Credits per key; 1 per accepted job (v1 or v2).
+    credits: int | None = None
+    #: Requests per second per key (token bucket, burst = max(1, rate)).
+    rate_limit: float | None = None
+    #: Fraction of API requests answered 500/502/504 or dropped, before they are processed.
+    fault_rate: float = 0.0
+    data_dir: Path | None = None
+    seed: int | None = None
+    #: Threads encoding videos; each libx264 encode also uses a couple of its own threads.
+    render_workers: int = 2
+    #: Timeout for fetching an ``image_url`` over HTTP(S).
+    fetch_timeout: float = 10.0
+    #: Largest input image accepted by URL fetch, in bytes.
+    max_image_bytes: int = 25 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if isinstance(self.api_keys, str):
+            self.api_keys = (self.api_keys,)
+        self.api_keys = tuple(self.api_keys) or (DEFAULT_API_KEY,)
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir)
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise ValueError(f"fault_rate must be within 0..1, got {self.fault_rate}")
+        if self.job_seconds < 0 or self.job_spread < 0:
+            raise ValueError("job_seconds and job_spread must not be negative")
+        if self.retention_seconds <= 0:
+            raise ValueError("retention_seconds must be positive")
+        if self.credits is not None and self.credits < 0:
+            raise ValueError("credits must not be negative")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ValueError("rate_limit must be positive (omit it to turn rate limiting off)")
+        if self.render_workers < 1:
+            raise ValueError("render_workers must be at least 1")

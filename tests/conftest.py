@@ -1,0 +1,63 @@
+"""Shared pytest fixtures.
+
+Emulator fixtures: one real emulator subprocess per test session (fast jobs, generous credits,
+no faults) that tests share via ``emulator`` / ``fresh_emulator``, plus ``emulator_factory`` for
+tests that need special flags (credits, rate limits, faults, short retention). All of them talk
+HTTP to a real process, so what passes here passes against a real server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
+
+# --- emulator ------------------------------------------------------------------------------------
+EMULATOR_TEST_KEY = "test-key"
+#: Flags of the session emulator: ~1 s jobs with little spread, so state tests are quick and stable.
+EMULATOR_DEFAULT_FLAGS: dict[str, Any] = {"job_seconds": 1.0, "job_spread": 0.02, "credits": 1_000_000, "seed": 1234}
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[EmulatorProcess]:
+    """The session-wide emulator (key ``test-key``); state accumulates across tests, see ``fresh_emulator``."""
+    with EmulatorProcess(api_key=EMULATOR_TEST_KEY, **EMULATOR_DEFAULT_FLAGS) as emu:
+        yield emu
+
+
+@pytest.fixture
+def fresh_emulator(emulator: EmulatorProcess) -> EmulatorProcess:
+    """The session emulator after ``reset()``: no jobs, zero counters, full credits."""
+    emulator.reset()
+    return emulator
+
+
+@pytest.fixture
+def emulator_factory() -> Iterator[Callable[..., EmulatorProcess]]:
+    """Start extra emulators with their own flags (``emulator_factory(credits=1, rate_limit=2)``).
+
+    Defaults to the session flags and key ``test-key``; every emulator started here is stopped at
+    teardown, also when the test fails.
+    """
+    started: list[EmulatorProcess] = []
+
+    def start(**flags: Any) -> EmulatorProcess:
+        if "api_keys" not in flags:
+            flags.setdefault("api_key", EMULATOR_TEST_KEY)
+        emu = EmulatorProcess(**{**EMULATOR_DEFAULT_FLAGS, **flags})
+        started.append(emu)
+        return emu.start()
+
+    yield start
+    for emu in started:
+        emu.stop()
+
+
+@pytest.fixture
+def segmind_conn(fresh_emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> EmulatorProcess:
+    """``AIRFLOW_CONN_SEGMIND_DEFAULT`` pointing at the (reset) session emulator; returns the emulator."""
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", fresh_emulator.connection_json())
+    return fresh_emulator
