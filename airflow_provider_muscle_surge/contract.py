@@ -259,7 +259,8 @@ def _as_int(field: str, value: Any, rule: str) -> int:
         raise InvalidParameter(field, value, rule)
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    # ASCII digits only: "²".isdigit() is True but int("²") raises a bare ValueError.
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return int(value.strip())
     raise InvalidParameter(field, value, rule)
 

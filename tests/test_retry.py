@@ -1,0 +1,231 @@
+"""Retrying one call: reading the server's wait hint, and the policy both hooks hand to tenacity.
+
+The policy runs here under a real ``tenacity.Retrying`` with a recording ``sleep``, so the
+waits asserted are the ones a hook would actually sleep, without spending the time.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from tenacity import Retrying
+
+from airflow_provider_muscle_surge.exceptions import (
+    AuthenticationError,
+    InferenceFailed,
+    RateLimited,
+    ServerError,
+    TransportError,
+)
+from airflow_provider_muscle_surge.retry import RetryPolicy, retry_after_seconds
+
+NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+# --- retry_after_seconds -------------------------------------------------------------------------------
+def test_retry_after_in_seconds():
+    assert retry_after_seconds({"Retry-After": "7"}, NOW) == 7.0
+
+
+def test_retry_after_with_fractional_seconds():
+    assert retry_after_seconds({"Retry-After": "1.5"}, NOW) == 1.5
+
+
+def test_retry_after_as_an_http_date():
+    assert retry_after_seconds({"Retry-After": "Sun, 01 Jun 2025 12:00:30 GMT"}, NOW) == 30.0
+
+
+def test_segmind_reset_header_as_iso_time_with_z_and_milliseconds():
+    assert retry_after_seconds({"x-rate-limit-reset-at-utc": "2025-06-01T12:00:02.250Z"}, NOW) == 2.25
+
+
+def test_segmind_reset_header_as_iso_time_with_offset():
+    assert retry_after_seconds({"x-rate-limit-reset-at-utc": "2025-06-01T14:00:05+02:00"}, NOW) == 5.0
+
+
+def test_segmind_reset_header_without_a_zone_is_read_as_utc():
+    assert retry_after_seconds({"x-rate-limit-reset-at-utc": "2025-06-01T12:00:04"}, NOW) == 4.0
+
+
+@pytest.mark.parametrize("epoch", [str(int(NOW.timestamp()) + 9), f"{NOW.timestamp() + 9:.3f}"])
+def test_segmind_reset_header_as_epoch_seconds(epoch):
+    assert retry_after_seconds({"x-rate-limit-reset-at-utc": epoch}, NOW) == pytest.approx(9.0)
+
+
+def test_header_names_are_case_insensitive():
+    assert retry_after_seconds({"X-Rate-Limit-Reset-At-UTC": "2025-06-01T12:00:03Z"}, NOW) == 3.0
+    assert retry_after_seconds({"RETRY-AFTER": "3"}, NOW) == 3.0
+
+
+def test_the_reset_header_is_preferred_over_retry_after():
+    headers = {"Retry-After": "60", "x-rate-limit-reset-at-utc": "2025-06-01T12:00:02Z"}
+    assert retry_after_seconds(headers, NOW) == 2.0
+
+
+def test_retry_after_is_used_when_the_reset_header_does_not_parse():
+    headers = {"Retry-After": "4", "x-rate-limit-reset-at-utc": "soon-ish"}
+    assert retry_after_seconds(headers, NOW) == 4.0
+
+
+def test_a_reset_time_in_the_past_means_no_wait():
+    past = (NOW - timedelta(seconds=30)).isoformat()
+    assert retry_after_seconds({"x-rate-limit-reset-at-utc": past}, NOW) == 0.0
+
+
+def test_a_negative_retry_after_means_no_wait():
+    assert retry_after_seconds({"Retry-After": "-5"}, NOW) == 0.0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Retry-After": "in a while"},
+        {"Retry-After": ""},
+        {"x-rate-limit-reset-at-utc": "tomorrow"},
+        {"x-rate-limit-reset-at-utc": "99999999999999999999"},
+        {"Content-Type": "application/json"},
+    ],
+)
+def test_garbage_or_missing_headers_give_none(headers):
+    assert retry_after_seconds(headers, NOW) is None
+
+
+def test_without_an_explicit_clock_the_current_time_is_used():
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
+    assert 25.0 < retry_after_seconds({"x-rate-limit-reset-at-utc": soon}) <= 30.0
+
+
+# --- RetryPolicy.from_extra -----------------------------------------------------------------------------
+def test_policy_defaults_when_the_extra_says_nothing():
+    assert RetryPolicy.from_extra({}) == RetryPolicy()
+    assert RetryPolicy() == RetryPolicy(
+        max_retries=6, max_retry_seconds=120.0, initial_backoff=1.0, max_backoff=30.0, max_retry_after=60.0
+    )
+
+
+def test_policy_fields_are_read_from_the_extra_by_name_and_coerced():
+    extra = {
+        "max_retries": "3",
+        "max_retry_seconds": 5,
+        "initial_backoff": "0.01",
+        "max_backoff": 0.05,
+        "max_retry_after": "2",
+    }
+    policy = RetryPolicy.from_extra(extra)
+    assert policy == RetryPolicy(
+        max_retries=3, max_retry_seconds=5.0, initial_backoff=0.01, max_backoff=0.05, max_retry_after=2.0
+    )
+    assert isinstance(policy.max_retries, int)
+    assert isinstance(policy.max_retry_seconds, float)
+
+
+def test_policy_ignores_unrelated_keys_and_empty_values():
+    policy = RetryPolicy.from_extra({"timeout": 10, "upload_url": "x", "max_retries": "", "max_backoff": None})
+    assert policy == RetryPolicy()
+
+
+# --- the policy under tenacity ------------------------------------------------------------------------
+class Flaky:
+    """A call that raises the given exceptions in turn, then returns "ok"."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+def run(policy: RetryPolicy, call: Flaky) -> tuple[Any, list[float]]:
+    """Run ``call`` under the policy; return its result and the waits tenacity asked to sleep."""
+    slept: list[float] = []
+    result = Retrying(sleep=slept.append, **policy.tenacity_kwargs())(call)
+    return result, slept
+
+
+def rate_limited(retry_after: float | None) -> RateLimited:
+    return RateLimited("HTTP 429", retry_after=retry_after, status_code=429)
+
+
+def test_a_rate_limited_call_waits_what_the_server_asked_plus_a_little_jitter():
+    result, slept = run(RetryPolicy(), Flaky(rate_limited(2.0), rate_limited(3.0)))
+    assert result == "ok"
+    assert len(slept) == 2
+    assert 2.0 <= slept[0] <= 2.25
+    assert 3.0 <= slept[1] <= 3.25
+
+
+def test_the_servers_wait_is_capped_by_max_retry_after():
+    _, slept = run(RetryPolicy(max_retry_after=5.0, max_retry_seconds=600), Flaky(rate_limited(3600.0)))
+    assert 5.0 <= slept[0] <= 5.25
+
+
+def test_a_rate_limit_without_a_hint_falls_back_to_exponential_jitter():
+    policy = RetryPolicy(initial_backoff=0.5, max_backoff=100.0)
+    _, slept = run(policy, Flaky(rate_limited(None), rate_limited(None), rate_limited(None)))
+    # Full jitter: attempt n waits uniformly in [0, initial * 2**(n-1)].
+    assert [0 <= s <= 0.5 * 2**i for i, s in enumerate(slept)] == [True, True, True]
+
+
+def test_server_errors_back_off_exponentially_up_to_max_backoff():
+    policy = RetryPolicy(max_retries=8, initial_backoff=1.0, max_backoff=4.0, max_retry_seconds=1000)
+    errors = [ServerError("HTTP 503", status_code=503) for _ in range(8)]
+    _, slept = run(policy, Flaky(*errors))
+    assert len(slept) == 8
+    for attempt, wait in enumerate(slept, start=1):
+        assert 0 <= wait <= min(4.0, 2 ** (attempt - 1))
+
+
+def test_exponential_waits_are_jittered_not_fixed():
+    policy = RetryPolicy(max_retries=20, initial_backoff=1.0, max_backoff=1.0, max_retry_seconds=1000)
+    _, slept = run(policy, Flaky(*[TransportError("reset") for _ in range(20)]))
+    assert len(set(slept)) > 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AuthenticationError("HTTP 401", status_code=401),
+        InferenceFailed("FAILED", status_code=422),
+        ValueError("not a Segmind error at all"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_permanent_errors_are_raised_at_once_without_waiting(error):
+    call = Flaky(error)
+    with pytest.raises(type(error)):
+        run(RetryPolicy(), call)
+    assert call.calls == 1
+
+
+def test_attempts_stop_after_max_retries_and_the_last_error_itself_is_raised():
+    call = Flaky(*[ServerError(f"HTTP 502 #{i}", status_code=502) for i in range(10)])
+    with pytest.raises(ServerError, match="#3"):
+        run(RetryPolicy(max_retries=3, initial_backoff=0.0), call)
+    assert call.calls == 4
+
+
+def test_a_server_wait_beyond_the_retry_budget_gives_up_instead_of_sleeping():
+    call = Flaky(rate_limited(30.0))
+    slept: list[float] = []
+    policy = RetryPolicy(max_retry_seconds=5.0, max_retry_after=60.0)
+    with pytest.raises(RateLimited):
+        Retrying(sleep=slept.append, **policy.tenacity_kwargs())(call)
+    assert call.calls == 1
+    assert slept == []
+
+
+def test_each_retry_is_logged_with_the_attempt_and_the_wait(caplog):
+    caplog.set_level(logging.WARNING, logger="airflow_provider_muscle_surge.retry")
+    run(RetryPolicy(), Flaky(rate_limited(1.0)))
+    (record,) = caplog.records
+    assert "attempt 1" in record.getMessage()
+    assert "HTTP 429" in record.getMessage()
+    assert "retrying in 1." in record.getMessage()
