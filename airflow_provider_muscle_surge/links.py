@@ -1,8 +1,9 @@
 """Extra links in the Airflow UI: one click from a task to its video and to its request.
 
 Both read XCom that the operator and the sensor push (``output_url`` when the job completes,
-``status_url`` right after the submit, before any wait or deferral), so the request link
-works while the task is still deferred.
+``status_url`` right after the submit, before any wait or deferral). Airflow 3 evaluates
+``get_link`` in the worker when a try ends *or defers* and stores the URL for the UI, so the
+request link is there while the task is still deferred.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def _xcom_link(key: str, ti_key: Any) -> str:
-    from airflow.sdk import XCom
+    from airflow.sdk.execution_time.xcom import XCom
 
     value = XCom.get_value(ti_key=ti_key, key=key)
     return value if isinstance(value, str) and value.startswith(("http://", "https://")) else ""
