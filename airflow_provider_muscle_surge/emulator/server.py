@@ -616,7 +616,8 @@ async def serve(
     which is what lets the test helper start servers in parallel without port clashes.
     """
     app = build_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A short shutdown grace: a stopped emulator should be gone quickly, in-flight v1 waits included.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=2048, reuse_address=True)
     await site.start()
