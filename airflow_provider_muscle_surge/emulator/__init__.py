@@ -2,7 +2,35 @@
 
 Run it with ``segmind-emulator`` or ``python -m airflow_provider_muscle_surge.emulator``; use it
 from Python with :class:`EmulatorConfig` plus :func:`build_app` / :func:`serve`, or from tests with
-:class:`airflow_provider_muscle_surge.emulator.testing.EmulatorProcess`.
+:class:`airflow_provider_muscle_surge.emulator.testing.EmulatorProcess`. On start it prints one
+line, ``Segmind emulator listening on http://HOST:PORT``; logs go to stderr.
+
+API endpoints (``x-api-key`` required; default key ``emulator-key`` when no ``--api-key`` is given):
+
+- ``POST /v1/muscle-surge`` -> the MP4 itself after the render time; ``POST /v1/<other-model>``
+  -> a PNG drawn from the body's ``prompt``. A failed v1 run answers 422 and is not billed.
+- ``POST /v2/<model>`` -> ``{request_id, status, status_url, response_url}`` (absolute URLs from
+  the request's Host); ``GET /v2/requests/<id>/status``; ``GET /v2/requests/<id>`` (``output`` URL
+  and ``metrics`` when COMPLETED). FAILED is HTTP 422 with ``status``/``error`` on both.
+- ``POST /upload-asset`` with ``{"data_urls": [...]}`` -> ``{"file_urls": [...], "message"}``.
+
+Emulator-only endpoints (no key, never faulted, not counted): ``GET /_emulator/stats``,
+``POST /_emulator/reset``, ``GET /_emulator/health``, ``GET /_emulator/samples`` (index) and
+``/_emulator/samples/athlete-{1..4}.png``, and the public file URLs ``/_emulator/outputs/<name>``
+and ``/_emulator/files/<name>`` (they outlive request records).
+
+Documented choices where the real API is silent:
+
+- Order of checks: fault injection, auth (401), rate limit (429), Content-Type (406), JSON and
+  parameters (400, via :func:`contract.validate_payload`), credits (406). A faulted request was
+  never processed: no job, no charge. 4xx answers are never billed.
+- Retention (``--retention-seconds``) counts from submission; expired ids answer 404, their
+  output files stay.
+- Input images whose URL contains ``rai-block`` fail with a responsible-AI block; unreachable or
+  undecodable images fail too. Failures show after 10-20 % of the render time.
+- Render times: normal(mean=``--job-seconds``, sd=``--job-spread`` x mean), 3 % tail x1.2-1.6,
+  at least 0.05 s; QUEUED for the first 5-10 %. A job completes at the later of its drawn time and
+  the real encode. Other models take the mean scaled by their typical latency in the contract.
 
 Importing this package is deliberately light: the aiohttp server loads on first use of
 ``build_app``/``serve``, and PyAV, Pillow and numpy only when something is rendered.

@@ -117,8 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
+    # force=True: importing Airflow (via the contract) installs a root handler on *stdout*, and stdout
+    # must carry nothing but the ready line.
     logging.basicConfig(
-        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        force=True,
     )
     asyncio.run(_run(config))
     return 0

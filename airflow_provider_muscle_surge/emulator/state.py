@@ -233,7 +233,16 @@ class RateLimiter:
 
 @dataclass
 class Stats:
-    """Counters behind ``GET /_emulator/stats``: what clients actually did, for tests to assert on."""
+    """Counters behind ``GET /_emulator/stats``: what clients actually did, for tests to assert on.
+
+    Keys: ``submissions`` {model: accepted v2 submits}, ``submissions_total``, ``v1_runs`` {model:
+    accepted v1 runs}, ``v1_runs_total``, ``status_polls`` and ``results`` (GETs of the status and
+    result endpoints, any answer), ``uploads`` (files stored), ``upload_requests``, ``responses``
+    {"200": n, "429": n, ...} over all API endpoints including injected 5xx, ``faults_injected``
+    (5xx + drops), ``dropped_connections``, ``rate_limited``, ``credits_charged``, ``renders``
+    (real encodes), ``render_cache_hits``, ``image_fetches``; the server adds ``jobs`` {state: n}
+    of live records and ``credits`` {masked key: remaining or null for unlimited}.
+    """
 
     submissions: Counter[str] = field(default_factory=Counter)
     v1_runs: Counter[str] = field(default_factory=Counter)

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from airflow_provider_muscle_surge.emulator.__main__ import READY_PREFIX
@@ -34,11 +34,27 @@ from airflow_provider_muscle_surge.emulator.config import DEFAULT_API_KEY
 STARTUP_TIMEOUT = 30.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(Exception):
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when this process dies, or ``None``.
+
+    Only from the main thread: the kernel fires the signal when the *thread* that forked exits,
+    so a helper started from a worker thread would be killed when that thread ends. The libc
+    function is looked up here, in the parent, so the child runs no import between fork and exec.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return preexec
 
 
 def _flag_args(flags: dict[str, Any]) -> list[str]:
@@ -95,7 +111,7 @@ class EmulatorProcess:
             stderr=self._stderr,
             stdin=subprocess.DEVNULL,
             text=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=_parent_death_signal(),
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._finalizer = weakref.finalize(self, _reap, self.proc)
