@@ -71,9 +71,13 @@ class DeploymentFactory:
     def stop_all(self) -> None:
         for deployment in self.all:
             deployment.stop()
+            if "startup_total" in deployment.timings:
+                phases = ", ".join(f"{k}={v:.1f}s" for k, v in deployment.timings.items())
+                _SUMMARY.append(f"deployment {deployment.deployment_id[:8]} start-up: {phases}")
 
 
 _FACTORY: DeploymentFactory | None = None
+_SUMMARY: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +101,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for deployment in _FACTORY.running():
             report.sections.append((f"realairflow {deployment.deployment_id[:8]}", deployment.diagnostics()))
     return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print start-up timings of every deployment so CI logs show how long the harness took."""
+    if _SUMMARY:
+        terminalreporter.section("realairflow")
+        for line in _SUMMARY:
+            terminalreporter.write_line(line)

@@ -725,7 +725,8 @@ class AirflowDeployment:
         except BaseException:
             diagnostics = self.diagnostics()
             self.stop()
-            sys.stderr.write(f"\nrealairflow deployment failed to start; logs kept in {self.base_dir}\n{diagnostics}\n")
+            keep = "REALAIRFLOW_KEEP_TMP=1 keeps logs"
+            sys.stderr.write(f"\nrealairflow deployment failed to start ({keep})\n{diagnostics}\n")
             raise
         self.timings["startup_total"] = time.monotonic() - t0
         return self
@@ -834,7 +835,7 @@ class AirflowDeployment:
         alive = [c for c in self.components.values() if c.alive()]
         for comp in alive:
             _signal_group(comp.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 8
+        deadline = time.monotonic() + 5
         for comp in alive:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 comp.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -955,6 +956,29 @@ class AirflowDeployment:
         self.client.unpause(dag_id)
         run = self.client.trigger_dag(dag_id, conf, run_id=run_id)
         return self.client.wait_for_run(dag_id, str(run["dag_run_id"]), timeout=timeout)
+
+    # Shortcuts to the REST client for the calls scenarios make most (see AirflowRestClient).
+
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> str:
+        """Unpause (idempotent) and trigger ``dag_id``; returns the new run_id without waiting."""
+        self.client.wait_for_dag(dag_id)
+        self.client.unpause(dag_id)
+        return str(self.client.trigger_dag(dag_id, conf, run_id=run_id)["dag_run_id"])
+
+    def wait_for_run(self, dag_id: str, run_id: str, *, timeout: float = 180.0) -> dict[str, Any]:
+        return self.client.wait_for_run(dag_id, run_id, timeout=timeout)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.client.task_instances(dag_id, run_id)
+
+    def logs(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[int, str]:
+        return self.client.logs(dag_id, run_id, task_id, map_index)
+
+    def xcoms(self, dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> dict[str, Any]:
+        return self.client.xcoms(dag_id, run_id, task_id, map_index)
+
+    def task_state_store(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        return self.client.task_state_store(dag_id, run_id, task_id, map_index)
 
     def db_query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run SQL against the metadata DB (e.g. the ``trigger`` table) and return rows as dicts."""

@@ -7,6 +7,7 @@ mapped TIs, logs/XCom/rendered fields over REST, killing a task's process and th
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import requests
 
 from .conftest import DeploymentFactory
-from .harness import AirflowDeployment, wait_until
+from .harness import AirflowDeployment, HarnessError, wait_until
 
 pytestmark = pytest.mark.realairflow
 
@@ -92,6 +93,7 @@ def test_smoke_dag_conf_deferral_retries_state_store_mapping(deployment: Airflow
     assert deployment.client.rendered_fields(dag_id, run_id, "deferred")["marker"] == "hello"
     deferred_log = deployment.client.logs(dag_id, run_id, "deferred")[1]
     assert "deferring for" in deferred_log and "resumed after trigger fired" in deferred_log
+    assert "Trigger fired event" in deferred_log  # the triggerer's own log lines are served too
     assert deployment.db_query("SELECT count(*) AS n FROM trigger")[0]["n"] == 0
     assert deployment.db_query("SELECT count(*) AS n FROM job WHERE job_type = 'TriggererJob'")[0]["n"] >= 1
 
@@ -126,9 +128,7 @@ def test_smoke_dag_conf_deferral_retries_state_store_mapping(deployment: Airflow
 def test_kill_task_process_and_lost_worker(deployment: AirflowDeployment) -> None:
     dag_id = "realairflow_kill"
     client = deployment.client
-    client.wait_for_dag(dag_id)
-    client.unpause(dag_id)
-    run_id = client.trigger_dag(dag_id)["dag_run_id"]
+    run_id = deployment.trigger(dag_id)
 
     def announced(task_id: str) -> int | None:
         value = client.task_state_store(dag_id, run_id, task_id).get("started_pid")
@@ -158,9 +158,7 @@ def test_kill_task_process_and_lost_worker(deployment: AirflowDeployment) -> Non
 def test_triggerer_sigkill_and_restart_keeps_deferred_task(deployment: AirflowDeployment) -> None:
     dag_id = "realairflow_triggerer_restart"
     client = deployment.client
-    client.wait_for_dag(dag_id)
-    client.unpause(dag_id)
-    run_id = client.trigger_dag(dag_id)["dag_run_id"]
+    run_id = deployment.trigger(dag_id)
     client.wait_for_task_state(dag_id, run_id, "long_defer", {"deferred"}, timeout=90)
     rows = wait_until(
         lambda: deployment.db_query("SELECT id, triggerer_id, classpath FROM trigger WHERE triggerer_id IS NOT NULL"),
@@ -179,3 +177,18 @@ def test_triggerer_sigkill_and_restart_keeps_deferred_task(deployment: AirflowDe
     ti = client.task_instance(dag_id, run_id, "long_defer")
     assert ti["try_number"] == 1
     deployment.wait_healthy(timeout=60)
+
+
+def test_failed_start_leaves_nothing_behind(airflow_deployment: DeploymentFactory) -> None:
+    """A deployment that never becomes healthy (2 s budget) must still kill its components and postgres."""
+    with pytest.raises(HarnessError, match="timed out"):
+        airflow_deployment(fresh=True, startup_timeout=2)
+    failed = airflow_deployment.all[-1]
+    assert failed.stopped
+    assert set(failed.components) == {"api-server", "scheduler", "dag-processor", "triggerer"}
+    assert not any(c.alive() for c in failed.components.values())
+    assert failed.owned_processes() == []
+    base = str(failed.base_dir)
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if base in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []  # the postmaster's command line names its data dir
+    assert failed.base_dir.exists() == bool(os.environ.get("REALAIRFLOW_KEEP_TMP"))
