@@ -350,19 +350,33 @@ class AirflowRestClient:
         resp = self.request("GET", f"/api/v2/dags/{dag_id}", expected=(200, 404))
         return None if resp.status_code == 404 else dict(resp.json())
 
-    def wait_for_dag(self, dag_id: str, *, timeout: float = 90.0) -> dict[str, Any]:
-        """Wait until the dag-processor has parsed ``dag_id``; fail fast with the import error if any."""
+    def wait_for_dag(self, dag_id: str, *, timeout: float = 90.0, dags_folder: Path | None = None) -> dict[str, Any]:
+        """Wait until the dag-processor has parsed ``dag_id``; fail fast with its import error if any.
+
+        An import error is attributed to ``dag_id`` when its stack trace names the DAG or, given
+        ``dags_folder``, when the failing file's source mentions it -- so a broken operator import fails
+        the test in seconds with the traceback instead of after the timeout.
+        """
+
+        def mentions(error: dict[str, Any]) -> bool:
+            if dag_id in str(error.get("stack_trace", "")):
+                return True
+            if dags_folder is None or not error.get("filename"):
+                return False
+            path = Path(dags_folder) / str(error["filename"])
+            try:
+                return dag_id in path.read_text(errors="replace")
+            except OSError:
+                return False
 
         def check() -> dict[str, Any] | None:
             dag = self.dag(dag_id)
             if dag is not None:
                 return dag
-            errors = self.import_errors()
-            if errors:
-                stack = "\n".join(f"{e.get('filename')}: {e.get('stack_trace')}" for e in errors)
-                # Import errors may concern another file; only fail if nothing else can come.
-                if any(dag_id in str(e.get("stack_trace", "")) or dag_id in str(e.get("filename", "")) for e in errors):
-                    raise HarnessError(f"DAG {dag_id} has import errors:\n{stack}")
+            relevant = [e for e in self.import_errors() if mentions(e)]
+            if relevant:
+                stack = "\n".join(f"{e.get('filename')}: {e.get('stack_trace')}" for e in relevant)
+                raise HarnessError(f"DAG {dag_id} has import errors:\n{stack}")
             return None
 
         return wait_until(
@@ -668,7 +682,6 @@ class AirflowDeployment:
                 "AIRFLOW__API__BASE_URL": self.base_url,
                 "AIRFLOW__API__WORKERS": str(s.api_workers),
                 "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
-                "AIRFLOW__API__EXPOSE_CONFIG": "True",
                 "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.airflow_home / "logs"),
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
@@ -952,7 +965,7 @@ class AirflowDeployment:
         self, dag_id: str, conf: Mapping[str, Any] | None = None, *, timeout: float = 180.0, run_id: str | None = None
     ) -> dict[str, Any]:
         """Wait for parse, unpause, trigger, and wait for the run to finish; returns the final run."""
-        self.client.wait_for_dag(dag_id)
+        self.wait_for_dag(dag_id)
         self.client.unpause(dag_id)
         run = self.client.trigger_dag(dag_id, conf, run_id=run_id)
         return self.client.wait_for_run(dag_id, str(run["dag_run_id"]), timeout=timeout)
@@ -961,9 +974,12 @@ class AirflowDeployment:
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> str:
         """Unpause (idempotent) and trigger ``dag_id``; returns the new run_id without waiting."""
-        self.client.wait_for_dag(dag_id)
+        self.wait_for_dag(dag_id)
         self.client.unpause(dag_id)
         return str(self.client.trigger_dag(dag_id, conf, run_id=run_id)["dag_run_id"])
+
+    def wait_for_dag(self, dag_id: str, *, timeout: float = 90.0) -> dict[str, Any]:
+        return self.client.wait_for_dag(dag_id, timeout=timeout, dags_folder=Path(self.settings.dags_folder))
 
     def wait_for_run(self, dag_id: str, run_id: str, *, timeout: float = 180.0) -> dict[str, Any]:
         return self.client.wait_for_run(dag_id, run_id, timeout=timeout)

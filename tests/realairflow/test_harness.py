@@ -48,7 +48,7 @@ def test_deployment_is_healthy_and_authenticated(deployment: AirflowDeployment) 
     (row,) = deployment.db_query("SELECT current_database() AS db, version() AS v")
     assert row["db"] == "airflow" and "PostgreSQL" in row["v"]
     for dag_id in ("realairflow_smoke", "realairflow_kill", "realairflow_triggerer_restart"):
-        assert deployment.client.wait_for_dag(dag_id)["is_paused"] is True
+        assert deployment.wait_for_dag(dag_id)["is_paused"] is True
     errors = deployment.client.import_errors()
     assert not errors, "\n".join(str(e.get("stack_trace")) for e in errors)
     pools = {p["name"]: p for p in deployment.client.pools()}
