@@ -311,4 +311,8 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
 
 
 def _is_template(value: Any) -> bool:
+    """A value known only at run time: a Jinja string, or another task's output (an XComArg or a
+    mapped argument, both of which ``resolve`` at run time); checking it at parse time would fail."""
+    if hasattr(value, "resolve") and hasattr(value, "iter_references"):
+        return True
     return isinstance(value, str) and ("{{" in value or "{%" in value)
