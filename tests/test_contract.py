@@ -322,7 +322,7 @@ request_params = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=1000, deadline=None, database=None)  # no .hypothesis/ dir in the repo
 @given(request_params)
 def test_validator_accepts_exactly_the_documented_combinations(raw):
     expected = documented_oracle(raw)

@@ -43,6 +43,14 @@ DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 1024**3
 #: v1 blocks until the model is done; the docs say fine only for jobs well under ~600 s.
 SYNC_READ_TIMEOUT = 600.0
 CONNECT_TIMEOUT = 10.0
+#: "No usable answer": refused/reset connections, timeouts, and a body cut short (requests raises
+#: ChunkedEncodingError for a truncated body, which is not a ConnectionError).
+_NO_ANSWER = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,7 @@ class SegmindHook(HttpHook):
             try:
                 response = self.session.request(method, url, json=json, timeout=timeout)
                 content = response.content
-            except (requests.ConnectionError, requests.Timeout) as err:
+            except _NO_ANSWER as err:
                 raise TransportError(f"no answer from Segmind at {url}: {type(err).__name__}") from None
             ok = 200 <= response.status_code < 300
             body = content if (raw and ok) else contract.decode_body(content)
@@ -218,6 +226,9 @@ class SegmindHook(HttpHook):
                         digest.update(chunk)
                         out.write(chunk)
                 tmp.rename(dest)
+            except _NO_ANSWER as err:
+                tmp.unlink(missing_ok=True)
+                raise TransportError(f"download of {url} broke off after {size} bytes: {type(err).__name__}") from None
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
@@ -229,7 +240,7 @@ class SegmindHook(HttpHook):
         def attempt() -> requests.Response:
             try:
                 response = requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, self.settings.timeout))
-            except (requests.ConnectionError, requests.Timeout) as err:
+            except _NO_ANSWER as err:
                 raise TransportError(f"could not download {url}: {type(err).__name__}") from None
             if response.status_code != 200:
                 body = contract.decode_body(response.content)
