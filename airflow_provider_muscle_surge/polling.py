@@ -91,7 +91,7 @@ class PollSchedule:
         window_start = self.expected_seconds - spread
         window_end = self.expected_seconds + spread
         first = self.first_poll_seconds if self.first_poll_seconds is not None else 0.33 * self.expected_seconds
-        if elapsed < first:
+        if previous_delay is None and elapsed < first:
             return first - elapsed
         if elapsed < window_start:
             # Sparse approach: land exactly on the window start in steps no longer than the ceiling.

@@ -245,6 +245,13 @@ class SegmindHook(HttpHook):
             if response.status_code != 200:
                 body = contract.decode_body(response.content)
                 response.close()
+                if response.status_code in (403, 404, 410):
+                    # Output URLs are not API endpoints: "not found" here means the file is gone.
+                    raise RequestExpired(
+                        f"the output at {url} is gone (HTTP {response.status_code}); outputs expire, so save "
+                        "them as soon as the job completes (set output_path)",
+                        status_code=response.status_code,
+                    )
                 contract.check_answer(response.status_code, body, response.headers)
                 raise MalformedResponse(f"download of {url} answered HTTP {response.status_code}")
             return response
@@ -279,6 +286,8 @@ class SegmindHook(HttpHook):
         except RequestExpired:
             return True, f"Connection works: {self.settings.base_url} accepted the API key."
         except AuthenticationError as err:
+            if err.status_code is None:  # no key configured: nothing was sent
+                return False, str(err)
             return False, f"The API key was rejected (HTTP {err.status_code}). Check the password field."
         except SegmindError as err:
             return False, str(err)

@@ -60,7 +60,9 @@ class SegmindAsyncHook(BaseHook):
             await self._session.close()
             self._session = None
 
-    async def _call(self, method: str, path: str, *, request_id: str | None = None, json: Any = None) -> Any:
+    async def _call(
+        self, method: str, path: str, *, request_id: str | None = None, json: Any = None, failed_is_answer: bool = False
+    ) -> Any:
         if self._session is None:
             raise RuntimeError("use SegmindAsyncHook inside 'async with': it owns one HTTP session per block")
         settings = await self.get_settings()
@@ -75,7 +77,7 @@ class SegmindAsyncHook(BaseHook):
             except (aiohttp.ClientError, asyncio.TimeoutError) as err:
                 raise TransportError(f"no answer from Segmind at {url}: {type(err).__name__}") from None
             return contract.check_answer(
-                status, contract.decode_body(raw), headers, request_id=request_id, failed_is_answer=True
+                status, contract.decode_body(raw), headers, request_id=request_id, failed_is_answer=failed_is_answer
             )
 
         return await AsyncRetrying(**settings.retry.tenacity_kwargs())(attempt)
@@ -85,11 +87,11 @@ class SegmindAsyncHook(BaseHook):
         return contract.Submission.parse(await self._call("POST", contract.v2_submit_path(model), json=body))
 
     async def get_status(self, request_id: str) -> dict[str, Any]:
-        body = await self._call("GET", contract.status_path(request_id), request_id=request_id)
+        body = await self._call("GET", contract.status_path(request_id), request_id=request_id, failed_is_answer=True)
         return contract.require_json_object(body, f"the status of {request_id}")
 
     async def get_result(self, request_id: str) -> dict[str, Any]:
-        body = await self._call("GET", contract.result_path(request_id), request_id=request_id)
+        body = await self._call("GET", contract.result_path(request_id), request_id=request_id, failed_is_answer=True)
         return contract.completed_result(body, request_id)
 
     async def wait_for_request(
