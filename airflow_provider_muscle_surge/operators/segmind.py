@@ -292,8 +292,16 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
         self.motion_mode = motion_mode
         self.seed = seed
         self.style = style
-        if not any(_is_template(v) for v in self._params().values()):
-            self.request_body()
+        # Literal values are checked now, even when other fields are templated: templated ones are
+        # stood in for by values every rule accepts, so only a literal value can fail here.
+        params = self._params()
+        contract.validate_muscle_surge(
+            {
+                k: _PARSE_TIME_STAND_INS[k] if _is_template(v) else v
+                for k, v in params.items()
+                if not _is_template(v) or k in _PARSE_TIME_STAND_INS
+            }
+        )
 
     def _params(self) -> dict[str, Any]:
         params = {
@@ -308,6 +316,15 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
 
     def request_body(self) -> dict[str, Any]:
         return contract.validate_muscle_surge(self._params())
+
+
+#: Stand-ins for templated parameters at parse time, each compatible with every other value.
+_PARSE_TIME_STAND_INS: dict[str, Any] = {
+    "image_url": "https://parse-time.invalid/image.png",
+    "duration": 5,
+    "quality": "540p",
+    "motion_mode": "normal",
+}
 
 
 def _is_template(value: Any) -> bool:
