@@ -1,0 +1,295 @@
+"""Re-attach on retry: a retried task never pays twice for the same job.
+
+A v2 submit is billed once accepted. When a try fails after its submit (polling gave up, the
+worker died), Airflow's retry must pick up the *same* request, found in ``task_state_store``,
+instead of submitting again. The proof is the emulator's billing counter: ``submissions_total``.
+
+The retries here are real: ``dag.test()`` runs the task, Airflow marks it ``up_for_retry`` and runs
+try 2 with the same ``task_state_store`` (Airflow 3.3 keeps it per run/task/map index across
+tries). The failure of try 1 is injected with a patch, since the emulator's jobs do not fail
+transiently on their own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import TaskDeferred
+from dags_for_tests.dagtest_support import (
+    DictStateStore,
+    FailureRecorder,
+    dag_id_for,
+    fake_context,
+    run_dag,
+    task_state_store,
+    task_states,
+    try_numbers,
+    use_private_airflow_db,
+    xcom,
+)
+
+from airflow_provider_muscle_surge import reattach
+from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
+from airflow_provider_muscle_surge.exceptions import InferenceFailed, PollingGaveUp, ServerError
+from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
+from airflow_provider_muscle_surge.hooks.segmind_async import SegmindAsyncHook
+from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
+
+FAST = {"poll_interval": 0.2}
+FAST_DEFERRED = {"poll_schedule": {"expected_seconds": 1, "dense_interval": 0.2, "first_poll_seconds": 0.3}}
+RETRY_ONCE = {"retries": 1, "retry_delay": timedelta(0)}
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Iterator[Path]:
+    with use_private_airflow_db() as home:
+        yield home
+
+
+@pytest.fixture
+def new_dag(request: pytest.FixtureRequest, airflow_db: Path) -> Any:
+    def make(**kwargs: Any) -> DAG:
+        return DAG(dag_id_for(request.node.name), schedule=None, start_date=datetime(2026, 1, 1), **kwargs)
+
+    return make
+
+
+class FirstWaitFails:
+    """Replaces ``SegmindHook.wait_for_request``: the first call fails (optionally after really
+    waiting for the job to finish), later calls are the real thing. Counts the calls."""
+
+    def __init__(self, *, wait_first: bool = False, emulator: EmulatorProcess | None = None) -> None:
+        self.original = SegmindHook.wait_for_request
+        self.wait_first = wait_first
+        self.emulator = emulator
+        self.calls: list[str] = []
+        self.stats_after_first: dict[str, Any] = {}
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FirstWaitFails:
+        def wait_for_request(hook: SegmindHook, request_id: str, **kwargs: Any) -> dict[str, Any]:
+            return self(hook, request_id, **kwargs)
+
+        monkeypatch.setattr(SegmindHook, "wait_for_request", wait_for_request)
+        return self
+
+    def __call__(self, hook: SegmindHook, request_id: str, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(request_id)
+        if len(self.calls) > 1:
+            return self.original(hook, request_id, **kwargs)
+        if self.wait_first:
+            self.original(hook, request_id, **kwargs)  # the job is COMPLETED now...
+        if self.emulator is not None:
+            self.stats_after_first = self.emulator.stats()
+        # ...but this try never learns it: the status endpoint "stayed unreachable".
+        raise PollingGaveUp(f"gave up polling Segmind request {request_id} (injected)", request_id=request_id)
+
+
+def surge(emulator: EmulatorProcess, **kwargs: Any) -> MuscleSurgeOperator:
+    return MuscleSurgeOperator(task_id="surge", **{"image_url": emulator.sample_url(), **FAST, **RETRY_ONCE, **kwargs})
+
+
+# --- (a) blocking: the retry re-attaches to the running job --------------------------------------------
+def test_blocking_retry_reattaches_instead_of_paying_again(
+    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    first_wait = FirstWaitFails().install(monkeypatch)
+    retried = FailureRecorder()
+    with new_dag() as dag:
+        surge(segmind_conn, on_retry_callback=retried)
+
+    run = run_dag(dag)
+
+    assert task_states(run) == {"surge": "success"}
+    assert try_numbers(run) == {"surge": 2}
+    assert [type(e) for e in retried.errors] == [PollingGaveUp]
+    assert segmind_conn.stats()["submissions_total"] == 1, "billed once"
+    first_request = first_wait.calls[0]
+    assert first_wait.calls == [first_request, first_request], "both tries waited for the same request"
+    assert xcom(run, "surge")["request_id"] == first_request
+    record = task_state_store(run, "surge")[reattach.STATE_KEY]
+    assert (record["request_id"], record["try_number"]) == (first_request, 1)
+    assert f"Re-attaching to request {first_request} (submitted by try 1" in capfd.readouterr().out
+
+
+# --- (b) deferrable: the trigger's error event, then the retry re-attaches ------------------------------
+def test_deferrable_retry_after_an_error_event_reattaches(
+    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = SegmindAsyncHook.wait_for_request
+    waited_for: list[str] = []
+
+    async def first_wait_hits_a_dead_api(hook: SegmindAsyncHook, request_id: str, **kwargs: Any) -> dict[str, Any]:
+        waited_for.append(request_id)
+        if len(waited_for) == 1:
+            raise ServerError("Segmind server error (HTTP 502): Bad gateway (injected)", status_code=502)
+        return await original(hook, request_id, **kwargs)
+
+    monkeypatch.setattr(SegmindAsyncHook, "wait_for_request", first_wait_hits_a_dead_api)
+    retried = FailureRecorder()
+    with new_dag() as dag:
+        surge(segmind_conn, deferrable=True, on_retry_callback=retried, **FAST_DEFERRED)
+
+    run = run_dag(dag)
+
+    assert task_states(run) == {"surge": "success"}
+    assert try_numbers(run) == {"surge": 2}
+    (error,) = retried.errors
+    assert type(error) is PollingGaveUp, "the error event became the retryable exception"
+    assert error.status_code == 502
+    assert segmind_conn.stats()["submissions_total"] == 1, "billed once"
+    assert waited_for == [waited_for[0], waited_for[0]], "both triggers watched the same request"
+    assert xcom(run, "surge")["request_id"] == waited_for[0]
+
+
+# --- (c) the job finished meanwhile: the retry takes its result without polling -------------------------
+def test_retry_takes_the_result_of_a_request_that_completed_meanwhile(
+    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first_wait = FirstWaitFails(wait_first=True, emulator=segmind_conn).install(monkeypatch)
+    with new_dag() as dag:
+        surge(segmind_conn)
+
+    run = run_dag(dag)
+
+    assert task_states(run) == {"surge": "success"}
+    assert try_numbers(run) == {"surge": 2}
+    assert len(first_wait.calls) == 1, "try 2 did not wait at all"
+    before, after = first_wait.stats_after_first, segmind_conn.stats()
+    assert after["submissions_total"] == before["submissions_total"] == 1
+    assert after["status_polls"] - before["status_polls"] == 1, "one status check to re-attach, no polling"
+    assert after["results"] - before["results"] == 1
+    result = xcom(run, "surge")
+    assert (result["request_id"], result["status"]) == (first_wait.calls[0], "COMPLETED")
+    assert result["output"] == xcom(run, "surge", "output_url")
+
+
+# --- (d) different parameters are a different job ------------------------------------------------------
+def test_retry_with_different_parameters_submits_a_new_request(
+    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    first_wait = FirstWaitFails().install(monkeypatch)
+    with new_dag() as dag:
+        surge(segmind_conn, seed="{{ ti.try_number }}")  # renders 1 on try 1, 2 on try 2
+
+    run = run_dag(dag)
+
+    assert task_states(run) == {"surge": "success"}
+    assert segmind_conn.stats()["submissions_total"] == 2
+    first, second = first_wait.calls
+    assert first != second
+    assert xcom(run, "surge")["request_id"] == second
+    assert f"Previous request {first} was for different parameters: submitting anew" in capfd.readouterr().out
+
+
+# --- (e) re-attach switched off ----------------------------------------------------------------------------
+def test_reattach_false_submits_again_on_retry(
+    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first_wait = FirstWaitFails().install(monkeypatch)
+    with new_dag() as dag:
+        surge(segmind_conn, reattach=False)
+
+    run = run_dag(dag)
+
+    assert task_states(run) == {"surge": "success"}
+    assert segmind_conn.stats()["submissions_total"] == 2
+    assert first_wait.calls[0] != first_wait.calls[1]
+
+
+# --- two tries by hand (execute() twice, one store) --------------------------------------------------------
+def test_deferred_retry_defers_on_the_same_request_with_the_same_deadline(segmind_conn: EmulatorProcess) -> None:
+    store = DictStateStore()
+    op = surge(segmind_conn, deferrable=True, timeout=600, **FAST_DEFERRED)
+
+    with pytest.raises(TaskDeferred) as try_1:
+        op.execute(fake_context(store, try_number=1))
+    with pytest.raises(TaskDeferred) as try_2:
+        op.execute(fake_context(store, try_number=2))
+
+    first, second = try_1.value.trigger.serialize()[1], try_2.value.trigger.serialize()[1]
+    assert second["request_id"] == first["request_id"]
+    assert second["submitted_at"] == first["submitted_at"]
+    assert second["deadline"] == first["deadline"], "a retry does not extend the user's timeout"
+    assert segmind_conn.stats()["submissions_total"] == 1
+
+
+def test_expired_previous_request_is_submitted_anew(segmind_conn: EmulatorProcess) -> None:
+    op = surge(segmind_conn, wait_for_completion=False)
+    store = DictStateStore()
+    gone = reattach.RequestRecord(
+        request_id="expired-long-ago",
+        status_url=f"{segmind_conn.url}/v2/requests/expired-long-ago/status",
+        response_url=f"{segmind_conn.url}/v2/requests/expired-long-ago",
+        model="muscle-surge",
+        fingerprint=reattach.fingerprint("muscle-surge", op.request_body()),
+        submitted_at=0.0,
+        try_number=1,
+    )
+    store.set(reattach.STATE_KEY, gone.to_dict())
+
+    result = op.execute(fake_context(store, try_number=2))
+
+    assert result["request_id"] != "expired-long-ago"
+    assert store.get(reattach.STATE_KEY)["request_id"] == result["request_id"]
+    assert store.get(reattach.STATE_KEY)["try_number"] == 2
+    assert segmind_conn.stats()["submissions_total"] == 1
+
+
+def test_failed_previous_request_is_submitted_anew(segmind_conn: EmulatorProcess) -> None:
+    op = surge(segmind_conn, image_url=segmind_conn.sample_url() + "?rai-block")
+    store = DictStateStore()
+    with pytest.raises(InferenceFailed):
+        op.execute(fake_context(store, try_number=1))
+    failed_id = store.get(reattach.STATE_KEY)["request_id"]
+    op.wait_for_completion = False
+
+    result = op.execute(fake_context(store, try_number=2))
+
+    assert result["request_id"] != failed_id
+    assert segmind_conn.stats()["submissions_total"] == 2
+
+
+def test_without_a_task_state_store_it_still_runs_and_says_it_cannot_reattach(
+    segmind_conn: EmulatorProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    op = surge(segmind_conn, wait_for_completion=False)
+    context = fake_context()
+    del context["task_state_store"]
+
+    result = op.execute(context)
+
+    assert result["status"] == "SUBMITTED"
+    assert "task_state_store is not available" in caplog.text
+
+
+# --- the record and its fingerprint -----------------------------------------------------------------------
+BODY = {"image_url": "https://example.com/a.png", "duration": 5, "quality": "540p", "motion_mode": "normal"}
+
+
+def test_fingerprint_ignores_key_order_but_not_values_or_model() -> None:
+    reordered = dict(reversed(list(BODY.items())))
+
+    assert reattach.fingerprint("muscle-surge", BODY) == reattach.fingerprint("muscle-surge", reordered)
+    assert reattach.fingerprint("muscle-surge", BODY) != reattach.fingerprint("muscle-surge", {**BODY, "seed": 7})
+    assert reattach.fingerprint("muscle-surge", BODY) != reattach.fingerprint("other-model", BODY)
+
+
+def test_record_round_trips_through_json() -> None:
+    record = reattach.RequestRecord("r1", "https://s", "https://r", "muscle-surge", "f" * 64, 1.5, 1)
+
+    assert reattach.RequestRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
+@pytest.mark.parametrize("stored", [None, "r1", ["r1"], {"request_id": "r1"}], ids=str)
+def test_unusable_stored_value_means_no_previous_request(stored: Any) -> None:
+    store = DictStateStore()
+    if stored is not None:
+        store.set(reattach.STATE_KEY, stored)
+
+    assert reattach.load(fake_context(store)) is None
