@@ -32,7 +32,10 @@ CONN_ID = "segmind_default"
 VIDEO_ASSET = Asset("muscle_surge_video")
 _LOCAL_BASE = os.environ.get("MUSCLE_SURGE_OUTPUT", "/tmp/muscle-surge")
 STORAGE = os.environ.get("MUSCLE_SURGE_STORAGE") or (Path(_LOCAL_BASE).absolute() / "videos").as_uri()
-STORAGE_FOLDER = "{{ var.value.get('muscle_surge_storage', " + json.dumps(STORAGE.rstrip("/")) + ") }}/{{ ds }}/"
+#: The run's day. Runs triggered without a logical date (the Airflow 3 default for API and UI
+#: triggers) have no ``ds``: their ``run_after`` day is used instead.
+RUN_DAY = "{{ ds if ds is defined else dag_run.run_after | ds }}"
+STORAGE_FOLDER = "{{ var.value.get('muscle_surge_storage', " + json.dumps(STORAGE.rstrip("/")) + ") }}/" + RUN_DAY + "/"
 
 
 def record_video(context, result):

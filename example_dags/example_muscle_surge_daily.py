@@ -39,7 +39,10 @@ POOL = "segmind_api"
 INPUTS_VARIABLE = "muscle_surge_inputs"
 OUTPUT_BASE = os.environ.get("MUSCLE_SURGE_OUTPUT", "/tmp/muscle-surge")
 #: Rendered at run time, so a change of the Variable needs no DAG change.
-OUTPUT_FOLDER = "{{ var.value.get('muscle_surge_output', " + json.dumps(OUTPUT_BASE) + ") }}/daily/{{ ds }}/"
+#: The run's day. Runs triggered without a logical date (the Airflow 3 default for API and UI
+#: triggers) have no ``ds``: their ``run_after`` day is used instead.
+RUN_DAY = "{{ ds if ds is defined else dag_run.run_after | ds }}"
+OUTPUT_FOLDER = "{{ var.value.get('muscle_surge_output', " + json.dumps(OUTPUT_BASE) + ") }}/daily/" + RUN_DAY + "/"
 EMULATOR_SAMPLES = [f"/_emulator/samples/athlete-{n}.png" for n in range(1, 5)]
 
 
@@ -92,7 +95,7 @@ def example_muscle_surge_daily():
     ).expand(image_url=inputs)
 
     @task
-    def write_index(images: list[str], results: list[dict], **context) -> dict:
+    def write_index(images: list[str], results: list[dict]) -> dict:
         """One ``index.json`` per day next to the videos: what was rendered from what."""
         from airflow.sdk import ObjectStoragePath
 
@@ -103,7 +106,7 @@ def example_muscle_surge_daily():
         ]
         first = ObjectStoragePath(videos[0]["path"])
         index = first.parent / "index.json"
-        index.write_text(json.dumps({"ds": context["ds"], "videos": videos}, indent=2))
+        index.write_text(json.dumps({"ds": first.parent.name, "videos": videos}, indent=2))
         return {"index": str(index), "videos": len(videos)}
 
     write_index(inputs, render.output)

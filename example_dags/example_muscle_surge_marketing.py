@@ -26,7 +26,10 @@ from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
 
 CONN_ID = "segmind_default"
 OUTPUT_BASE = os.environ.get("MUSCLE_SURGE_OUTPUT", "/tmp/muscle-surge")
-OUTPUT_FOLDER = "{{ var.value.get('muscle_surge_output', " + json.dumps(OUTPUT_BASE) + ") }}/marketing/{{ ds }}/"
+#: The run's day. Runs triggered without a logical date (the Airflow 3 default for API and UI
+#: triggers) have no ``ds``: their ``run_after`` day is used instead.
+RUN_DAY = "{{ ds if ds is defined else dag_run.run_after | ds }}"
+OUTPUT_FOLDER = "{{ var.value.get('muscle_surge_output', " + json.dumps(OUTPUT_BASE) + ") }}/marketing/" + RUN_DAY + "/"
 EMULATOR_SAMPLE = "/_emulator/samples/athlete-1.png"
 
 

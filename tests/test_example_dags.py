@@ -65,7 +65,7 @@ def test_daily_dag_is_scheduled_mapped_pooled_and_retried(dagbag):
     assert dag.schedule == "@daily"
     assert render.partial_kwargs["pool"] == "segmind_api"
     assert render.partial_kwargs["retries"] == 2
-    assert "{{ ds }}" in render.partial_kwargs["output_path"]
+    assert "/daily/{{ ds if ds is defined" in render.partial_kwargs["output_path"]
     assert set(render.expand_input.value) == {"image_url"}
 
 
@@ -378,6 +378,67 @@ def test_daily_takes_its_inputs_from_the_variable(dag_runner):
     assert result["state"] == "success", result["log"][-4000:]
     assert result["xcom"]["resolve_inputs"] == images[:1]  # duplicates rendered once
     assert dag_runner.emulator.stats()["submissions"] == {"muscle-surge": 1}
+
+
+# --- a real deployment ---------------------------------------------------------------------------
+@pytest.mark.realairflow
+def test_examples_in_a_real_deployment(tmp_path, fresh_emulator):
+    """Scheduler, dag-processor, triggerer and api-server on PostgreSQL (``tests/realairflow``).
+
+    What ``dag.test()`` cannot show: the publish DAG is started by the scheduler from the chain's
+    Asset event (``triggering_asset_events``); the daily DAG is scheduled by the scheduler and its
+    mapped renders defer to the real triggerer through a 2-slot pool that counts deferred tasks.
+    """
+    from realairflow.harness import AirflowDeployment, DeploymentSettings, wait_until
+
+    output = tmp_path / "output"
+    conn = {**fresh_emulator.connection_dict(), "extra": {"poll": FAST_POLL}}
+    env = {"AIRFLOW_CONN_SEGMIND_DEFAULT": json.dumps(conn), "MUSCLE_SURGE_OUTPUT": str(output)}
+    deployment = AirflowDeployment(DeploymentSettings(dags_folder=EXAMPLE_DAGS, env=env))
+    try:
+        deployment.start()
+        client = deployment.client
+        client.create_pool("segmind_api", 2, include_deferred=True, description="Segmind concurrency")
+        for dag_id in EXPECTED_DAGS:
+            deployment.wait_for_dag(dag_id)
+        assert client.import_errors() == []
+
+        client.unpause("example_muscle_surge_publish")
+        chain = deployment.run_dag("example_muscle_surge_chain", {"quality": "360p"}, timeout=120)
+        assert chain["state"] == "success", deployment.task_instances("example_muscle_surge_chain", chain["dag_run_id"])
+        video = client.xcoms("example_muscle_surge_chain", chain["dag_run_id"], "render_video")["return_value"]
+
+        def published() -> dict[str, Any] | None:
+            runs = client.dag_runs("example_muscle_surge_publish")
+            done = [r for r in runs if r["run_type"] == "asset_triggered" and r["state"] in ("success", "failed")]
+            return done[0] if done else None
+
+        publish = wait_until(published, timeout=90, interval=1.0, what="the asset-triggered publish run")
+        assert publish["state"] == "success", deployment.logs(
+            "example_muscle_surge_publish", publish["dag_run_id"], "publish"
+        )
+        info = client.xcoms("example_muscle_surge_publish", publish["dag_run_id"], "publish")["return_value"]
+        manifest = json.loads(_local(info["manifest"]).read_text())
+        assert manifest["request_id"] == video["request_id"] and manifest["sha256"] == video["saved"]["sha256"]
+        assert _local(manifest["video"]).read_bytes() == _local(video["saved"]["path"]).read_bytes()
+
+        client.unpause("example_muscle_surge_daily")  # catchup=False: one scheduled run, the latest interval
+
+        def daily_done() -> dict[str, Any] | None:
+            runs = [r for r in client.dag_runs("example_muscle_surge_daily") if r["run_type"] == "scheduled"]
+            return runs[0] if runs and runs[0]["state"] in ("success", "failed") else None
+
+        daily = wait_until(daily_done, timeout=150, interval=1.0, what="the scheduled daily run")
+        tis = client.task_instances("example_muscle_surge_daily", daily["dag_run_id"])
+        renders = [t for t in tis if t["task_id"] == "render"]
+        assert daily["state"] == "success", tis
+        assert sorted(int(t["map_index"]) for t in renders) == [0, 1, 2, 3]
+        assert {t["pool"] for t in renders} == {"segmind_api"}
+        ds = daily["logical_date"][:10]
+        assert len(list((output / "daily" / ds).glob("*.mp4"))) == 4
+        assert fresh_emulator.stats()["submissions"] == {"muscle-surge": 5}
+    finally:
+        deployment.stop()
 
 
 # --- make demo -----------------------------------------------------------------------------------
