@@ -62,7 +62,7 @@ def result_from_event(event: Any) -> dict[str, Any]:
 
     A missing or unknown status is an error, never a success.
     """
-    if not isinstance(event, dict) or event.get("status") not in KINDS:
+    if not isinstance(event, dict) or event.get("status") not in KINDS or not isinstance(event.get("request_id"), str):
         raise MalformedResponse(f"the Segmind trigger sent an event this operator does not understand: {event!r}")
     if event["status"] == COMPLETED:
         result = event.get("result")
