@@ -6,8 +6,10 @@ headers, concurrent polls), which a mock of one HTTP library cannot give.
 
 Request path through the server, in order (the order is part of the contract tests rely on):
 
-1. fault injection (``--fault-rate``): 500/502/504 or a dropped connection, *before* anything
-   else, so a faulted submit created no job and charged nothing;
+1. fault injection (``--fault-rate``, or switched at run time with ``POST /_emulator/faults``
+   ``{"rate": 1.0, "endpoints": ["status"]}``, off again with ``{"rate": 0}``): 500/502/504 or a
+   dropped connection, *before* anything else, so a faulted submit created no job and charged
+   nothing;
 2. auth (401), checked before any lookup, so a wrong key never learns whether an id exists;
 3. rate limit per key (429 with ``Retry-After`` and ``x-rate-limit-reset-at-utc``);
 4. the endpoint: Content-Type (406), JSON (400), parameters via :mod:`contract` (400),
@@ -50,6 +52,7 @@ from airflow_provider_muscle_surge.emulator.state import (
     FAIL_AFTER_FRACTION,
     QUEUED_FRACTION,
     Credits,
+    FaultSwitch,
     Job,
     JobStore,
     RateLimiter,
@@ -91,6 +94,18 @@ def _is_api_path(path: str) -> bool:
     return not path.startswith("/_emulator")
 
 
+def _endpoint(request: web.Request) -> str:
+    """The API endpoint a request is for, in the names of ``FAULT_ENDPOINTS``."""
+    path = request.path
+    if path == contract.UPLOAD_PATH:
+        return "upload"
+    if path.startswith("/v1/"):
+        return "v1"
+    if request.method == "GET" and path.startswith("/v2/requests/"):
+        return "status" if path.endswith("/status") else "result"
+    return "submit" if path.startswith("/v2/") else "other"
+
+
 class Emulator:
     """All state of one emulator instance, and its request handlers."""
 
@@ -105,6 +120,7 @@ class Emulator:
         self.credits = Credits(tuple(config.api_keys), config.credits)
         self.limiter = RateLimiter(config.rate_limit)
         self.stats = Stats()
+        self.faults = FaultSwitch(config.fault_rate)
         # Separate generators: the fault pattern does not shift render times, and vice versa.
         self._job_rng = random.Random(config.seed)
         self._fault_rng = random.Random(None if config.seed is None else config.seed + 1)
@@ -149,6 +165,7 @@ class Emulator:
             if job.task is not None and not job.task.done():
                 job.task.cancel()
         self.stats = Stats()
+        self.faults = FaultSwitch(self.config.fault_rate)
         self.credits.reset()
         self.limiter.reset()
 
@@ -169,8 +186,8 @@ class Emulator:
         return response
 
     def _maybe_fault(self, request: web.Request) -> web.StreamResponse | None:
-        rate = self.config.fault_rate
-        if rate <= 0 or self._fault_rng.random() >= rate:
+        faults = self.faults
+        if not faults.applies_to(_endpoint(request)) or self._fault_rng.random() >= faults.rate:
             return None
         self.stats.faults_injected += 1
         choice = self._fault_rng.choice(FAULT_CHOICES)
@@ -241,6 +258,15 @@ class Emulator:
             )
         self.stats.credits_charged += 1
         return params, key
+
+    async def _accept_job(self, request: web.Request) -> Job | web.Response:
+        """The job a v1 run or v2 submit asks for, or the error answer that refuses it."""
+        model = request.match_info["model"]
+        accepted = await self._accept(request, model)
+        if isinstance(accepted, web.Response):
+            return accepted
+        params, key = accepted
+        return self._new_job(model, params, key)
 
     def _new_job(self, model: str, params: dict[str, Any], key: str) -> Job:
         ratio = (
@@ -407,17 +433,14 @@ class Emulator:
     # --- API endpoints ---------------------------------------------------------------------------
     async def v1_run(self, request: web.Request) -> web.StreamResponse:
         """Synchronous run: the answer is the output itself, after the render time."""
-        model = request.match_info["model"]
-        accepted = await self._accept(request, model)
-        if isinstance(accepted, web.Response):
-            return accepted
-        params, key = accepted
-        job = self._new_job(model, params, key)
-        self.stats.v1_runs[model] += 1
+        job = await self._accept_job(request)
+        if isinstance(job, web.Response):
+            return job
+        self.stats.v1_runs[job.model] += 1
         state = await job.wait_terminal()
         if state is not contract.RequestStatus.COMPLETED or job.output_name is None:
             # The sync API has no request to poll: the failure is the answer, and 4xx is not billed.
-            self.credits.refund(key)
+            self.credits.refund(job.api_key)
             self.stats.credits_charged -= 1
             return web.json_response({"status": "FAILED", "error": job.error or "unknown failure"}, status=422)
         path = self.data_dir / "outputs" / job.output_name
@@ -426,14 +449,11 @@ class Emulator:
         return web.Response(body=body, content_type=ctype, headers={"x-request-id": job.request_id})
 
     async def v2_submit(self, request: web.Request) -> web.StreamResponse:
-        model = request.match_info["model"]
-        accepted = await self._accept(request, model)
-        if isinstance(accepted, web.Response):
-            return accepted
-        params, key = accepted
-        job = self._new_job(model, params, key)
+        job = await self._accept_job(request)
+        if isinstance(job, web.Response):
+            return job
         self.jobs.add(job)  # stored before the 200 leaves: an acknowledged job is never lost
-        self.stats.submissions[model] += 1
+        self.stats.submissions[job.model] += 1
         origin = self.origin(request)
         return web.json_response(
             {
@@ -441,7 +461,7 @@ class Emulator:
                 "status": job.status().value,
                 "status_url": origin + contract.status_path(job.request_id),
                 "response_url": origin + contract.result_path(job.request_id),
-                "model": model,
+                "model": job.model,
                 "created_at": iso_utc(job.submitted_wall),
             }
         )
@@ -556,7 +576,20 @@ class Emulator:
         body = self.stats.snapshot()
         body["jobs"] = self.jobs.counts()
         body["credits"] = self.credits.snapshot()
+        body["faults"] = self.faults.to_dict()
         return web.json_response(body)
+
+    async def faults_view(self, request: web.Request) -> web.StreamResponse:
+        """``GET`` shows, ``POST {"rate": 0..1, "endpoints": [...]}`` replaces the fault switch."""
+        if request.method == "POST":
+            try:
+                self.faults = FaultSwitch.parse(await self._json_body(request))
+            except web.HTTPException as exc:
+                return _error(exc.status, exc.reason)
+            except ValueError as exc:
+                return _error(400, str(exc))
+            log.info("fault switch set to %s", self.faults.to_dict())
+        return web.json_response(self.faults.to_dict())
 
     async def reset_view(self, request: web.Request) -> web.StreamResponse:
         self.reset()
@@ -588,6 +621,8 @@ def build_app(config: EmulatorConfig | None = None) -> web.Application:
     app.on_cleanup.append(emulator.cleanup)
     app.router.add_get("/_emulator/stats", emulator.stats_view)
     app.router.add_post("/_emulator/reset", emulator.reset_view)
+    app.router.add_route("GET", "/_emulator/faults", emulator.faults_view)
+    app.router.add_route("POST", "/_emulator/faults", emulator.faults_view)
     app.router.add_get("/_emulator/health", emulator.health)
     app.router.add_get("/_emulator/samples", emulator.sample_index)
     app.router.add_get("/_emulator/samples/{name}.png", emulator.sample)
