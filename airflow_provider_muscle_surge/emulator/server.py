@@ -477,14 +477,22 @@ class Emulator:
     def _failed_body(job: Job) -> dict[str, Any]:
         return {"request_id": job.request_id, "status": "FAILED", "error": job.error, "model": job.model}
 
-    async def v2_status(self, request: web.Request) -> web.StreamResponse:
-        self.stats.status_polls += 1
+    def _unfailed_job(self, request: web.Request, counter: str) -> tuple[Job, contract.RequestStatus] | web.Response:
+        """The job and its state, or the answer that ends the request: 404 unknown, 422 FAILED (both endpoints)."""
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         job = self._lookup(request)
         if isinstance(job, web.Response):
             return job
         state = job.status()
         if state is contract.RequestStatus.FAILED:
             return web.json_response(self._failed_body(job), status=422)
+        return job, state
+
+    async def v2_status(self, request: web.Request) -> web.StreamResponse:
+        found = self._unfailed_job(request, "status_polls")
+        if isinstance(found, web.Response):
+            return found
+        job, state = found
         return web.json_response(
             {
                 "request_id": job.request_id,
@@ -495,13 +503,10 @@ class Emulator:
         )
 
     async def v2_result(self, request: web.Request) -> web.StreamResponse:
-        self.stats.results += 1
-        job = self._lookup(request)
-        if isinstance(job, web.Response):
-            return job
-        state = job.status()
-        if state is contract.RequestStatus.FAILED:
-            return web.json_response(self._failed_body(job), status=422)
+        found = self._unfailed_job(request, "results")
+        if isinstance(found, web.Response):
+            return found
+        job, state = found
         body: dict[str, Any] = {"request_id": job.request_id, "status": state.value, "model": job.model}
         if state is contract.RequestStatus.COMPLETED:
             body["output"] = f"{self.origin(request)}/_emulator/outputs/{job.output_name}"
