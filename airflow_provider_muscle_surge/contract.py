@@ -251,6 +251,8 @@ SEED_RANGE = (1, 999_999)
 QUALITY_HEIGHT: Mapping[str, int] = {"360p": 360, "540p": 540, "720p": 720, "1080p": 1080}
 MUSCLE_SURGE_DEFAULTS: Mapping[str, Any] = {"duration": 5, "quality": "540p", "motion_mode": "normal"}
 _DATA_URI_RE = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
+#: Whitespace and control characters are never part of a URL (urlsplit silently strips or keeps them).
+_NOT_IN_URL_RE = re.compile(r"[\x00-\x20\x7f]")
 
 
 def _as_int(field: str, value: Any, rule: str) -> int:
@@ -271,11 +273,19 @@ def _check_image_url(value: Any) -> str:
         raise InvalidParameter("image_url", value, rule)
     if _DATA_URI_RE.match(value):
         try:
-            base64.b64decode(value.split(",", 1)[1], validate=True)
+            data = base64.b64decode(value.split(",", 1)[1], validate=True)
         except (binascii.Error, ValueError):
             raise InvalidParameter("image_url", value[:40] + "...", "the data URI is not valid base64") from None
+        if not data:
+            raise InvalidParameter("image_url", value[:40], "the data URI holds no image data")
         return value
-    parts = urlsplit(value)
+    if _NOT_IN_URL_RE.search(value):
+        raise InvalidParameter("image_url", value, "a URL without spaces or control characters (percent-encode them)")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:  # e.g. "http://[oops/x.png" (an unclosed IPv6 literal)
+        raise InvalidParameter("image_url", value, rule) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidParameter("image_url", value, rule)
     return value
