@@ -93,6 +93,35 @@ def airflow_deployment() -> Iterator[DeploymentFactory]:
         _FACTORY = None
 
 
+@pytest.fixture(scope="session")
+def session_emulator() -> Iterator[Any]:
+    """Session-scoped factory ``session_emulator(name, **flags)``: one emulator subprocess per name.
+
+    Modules that share one deployment must call ``airflow_deployment`` with identical ``env``, and
+    the emulators' URLs are part of that env, so the emulators must be shared for the session too.
+    Flags are as for ``EmulatorProcess``; asking again for a name with other flags is an error.
+    """
+    from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
+
+    started: dict[str, tuple[dict[str, Any], EmulatorProcess]] = {}
+
+    def get(name: str, **flags: Any) -> EmulatorProcess:
+        if name in started:
+            known, emu = started[name]
+            if known != flags:
+                raise ValueError(f"emulator {name!r} already started with other flags: {known} != {flags}")
+            return emu
+        emu = EmulatorProcess(**flags).start()
+        started[name] = (dict(flags), emu)
+        return emu
+
+    try:
+        yield get
+    finally:
+        for _, emu in started.values():
+            emu.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """On failure, attach component log tails of running deployments: the failure is usually there."""
