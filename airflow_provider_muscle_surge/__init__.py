@@ -45,22 +45,25 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "upload_url": {
                         "label": "Upload URL",
-                        "schema": {"type": ["string", "null"]},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "examples": ["https://workflows-api.segmind.com/upload-asset"],
+                        },
                         "description": "Where images are uploaded (default: Segmind storage, or <host>/upload-asset).",
                     },
                     "max_retries": {
                         "label": "Max retries",
-                        "schema": {"type": ["integer", "null"], "minimum": 0},
+                        "schema": {"type": ["integer", "null"], "minimum": 0, "examples": [6]},
                         "description": "Retries of 429/5xx/connection errors per call (default 6).",
                     },
                     "max_retry_seconds": {
                         "label": "Max retry time (s)",
-                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "schema": {"type": ["number", "null"], "minimum": 0, "examples": [120]},
                         "description": "Total time spent retrying one call (default 120).",
                     },
                     "timeout": {
                         "label": "HTTP timeout (s)",
-                        "schema": {"type": ["number", "null"], "minimum": 1},
+                        "schema": {"type": ["number", "null"], "minimum": 1, "examples": [30]},
                         "description": "Per-request read timeout (default 30).",
                     },
                 },
