@@ -93,7 +93,10 @@ class PollSchedule:
         first = self.first_poll_seconds if self.first_poll_seconds is not None else 0.33 * self.expected_seconds
         if previous_delay is None and elapsed < first:
             return first - elapsed
-        if elapsed < window_start:
+        # A jittered approach step may land up to ``jitter`` of itself short of the window start:
+        # count that as arrived, instead of paying one more status call to cover the last few tenths.
+        slack = self.jitter * previous_delay if previous_delay else 0.0
+        if elapsed + slack < window_start:
             # Sparse approach: land exactly on the window start in steps no longer than the ceiling.
             return min(self.max_interval, window_start - elapsed)
         if elapsed < window_end:
