@@ -15,7 +15,8 @@ API endpoints (``x-api-key`` required; default key ``emulator-key`` when no ``--
 - ``POST /upload-asset`` with ``{"data_urls": [...]}`` -> ``{"file_urls": [...], "message"}``.
 
 Emulator-only endpoints (no key, never faulted, not counted): ``GET /_emulator/stats``,
-``POST /_emulator/reset``, ``GET /_emulator/health``, ``GET /_emulator/samples`` (index) and
+``POST /_emulator/reset``, ``GET``/``POST /_emulator/faults`` (the runtime fault switch, below),
+``GET /_emulator/health``, ``GET /_emulator/samples`` (index) and
 ``/_emulator/samples/athlete-{1..4}.png``, and the public file URLs ``/_emulator/outputs/<name>``
 and ``/_emulator/files/<name>`` (they outlive request records).
 
@@ -28,6 +29,11 @@ Documented choices where the real API is silent:
   output files stay.
 - Input images whose URL contains ``rai-block`` fail with a responsible-AI block; unreachable or
   undecodable images fail too. Failures show after 10-20 % of the render time.
+- Faults: ``--fault-rate`` answers that fraction of API requests 500/502/504 or drops the
+  connection. ``POST /_emulator/faults`` with ``{"rate": 1.0, "endpoints": ["status"]}`` changes
+  this while the server runs (endpoints: ``submit``, ``status``, ``result``, ``v1``, ``upload``;
+  omitted = all), ``{"rate": 0}`` turns faults off; jobs keep running meanwhile. ``reset`` restores
+  the ``--fault-rate`` setting; ``GET /_emulator/stats`` shows the current one under ``faults``.
 - Render times: normal(mean=``--job-seconds``, sd=``--job-spread`` x mean), 3 % tail x1.2-1.6,
   at least 0.05 s; QUEUED for the first 5-10 %. A job completes at the later of its drawn time and
   the real encode. Other models take the mean scaled by their typical latency in the contract.

@@ -231,6 +231,44 @@ class RateLimiter:
         return RateDecision(False, (1.0 - tokens) / self.rate)
 
 
+#: Endpoint names the runtime fault switch understands (``POST /_emulator/faults``).
+FAULT_ENDPOINTS = ("submit", "status", "result", "v1", "upload")
+
+
+@dataclass(frozen=True)
+class FaultSwitch:
+    """Which API requests get an injected fault: ``rate`` of those hitting ``endpoints``.
+
+    ``endpoints`` of ``None`` means every API endpoint (what ``--fault-rate`` sets at start-up).
+    Replaced as a whole at run time, so tests can make e.g. only the status endpoint fail and
+    heal it again without restarting the server (and losing its jobs).
+    """
+
+    rate: float = 0.0
+    endpoints: frozenset[str] | None = None
+
+    @classmethod
+    def parse(cls, body: Any) -> FaultSwitch:
+        """From ``{"rate": 0..1, "endpoints": [...]}`` (endpoints optional); ``ValueError`` if invalid."""
+        if not isinstance(body, dict) or set(body) - {"rate", "endpoints"}:
+            raise ValueError('send {"rate": 0..1, "endpoints": [...]} (endpoints optional)')
+        rate = body.get("rate")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be a number within 0..1, got {rate!r}")
+        endpoints = body.get("endpoints")
+        if endpoints is None:
+            return cls(float(rate))
+        if not isinstance(endpoints, list) or not endpoints or not set(endpoints) <= set(FAULT_ENDPOINTS):
+            raise ValueError(f"endpoints must be a non-empty list of {list(FAULT_ENDPOINTS)}, got {endpoints!r}")
+        return cls(float(rate), frozenset(endpoints))
+
+    def applies_to(self, endpoint: str) -> bool:
+        return self.rate > 0 and (self.endpoints is None or endpoint in self.endpoints)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rate": self.rate, "endpoints": None if self.endpoints is None else sorted(self.endpoints)}
+
+
 @dataclass
 class Stats:
     """Counters behind ``GET /_emulator/stats``: what clients actually did, for tests to assert on.
@@ -241,7 +279,8 @@ class Stats:
     {"200": n, "429": n, ...} over all API endpoints including injected 5xx, ``faults_injected``
     (5xx + drops), ``dropped_connections``, ``rate_limited``, ``credits_charged``, ``renders``
     (real encodes), ``render_cache_hits``, ``image_fetches``; the server adds ``jobs`` {state: n}
-    of live records and ``credits`` {masked key: remaining or null for unlimited}.
+    of live records, ``credits`` {masked key: remaining or null for unlimited} and ``faults`` (the
+    current :class:`FaultSwitch`).
     """
 
     submissions: Counter[str] = field(default_factory=Counter)

@@ -211,8 +211,10 @@ class EmulatorProcess:
     def port(self) -> int:
         return urllib.parse.urlsplit(self.url).port or 0
 
-    def _call(self, method: str, path: str) -> Any:
-        req = urllib.request.Request(self.url + path, method=method, data=b"" if method == "POST" else None)
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        req = urllib.request.Request(self.url + path, method=method, data=data, headers=headers)
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
@@ -223,6 +225,14 @@ class EmulatorProcess:
     def reset(self) -> None:
         """Forget jobs and counters, restore credits and rate limits (files and render cache stay)."""
         self._call("POST", "/_emulator/reset")
+
+    def set_faults(self, rate: float, endpoints: Iterable[str] | None = None) -> dict[str, Any]:
+        """``POST /_emulator/faults``: from now on fault ``rate`` of the requests to ``endpoints``
+        (``submit``, ``status``, ``result``, ``v1``, ``upload``; ``None`` = all); ``rate=0`` heals."""
+        body: dict[str, Any] = {"rate": rate}
+        if endpoints is not None:
+            body["endpoints"] = list(endpoints)
+        return self._call("POST", "/_emulator/faults", body)
 
     def sample_url(self, name: str = "athlete-1") -> str:
         """URL of a generated sample portrait (``athlete-1`` .. ``athlete-4``)."""
