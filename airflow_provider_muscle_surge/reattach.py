@@ -6,6 +6,12 @@ request in Airflow 3.3's ``task_state_store`` right after the submit — it is s
 dag, run, task and map index, and unlike XCom it survives retries — together with a
 fingerprint of the exact request body. A later try re-attaches only when the fingerprint
 matches: cleared with new parameters (new DAG-run conf, a changed template) means a new job.
+
+Right before a submit, :func:`claim` writes a placeholder under the same key. The write goes
+through the execution API, which refuses it when this try is no longer Airflow's live one (its
+task instance was archived because the scheduler moved on to a new try, e.g. after an executor
+event raced a deferral); a store *read* cannot tell that case from "nothing stored", so without the
+write a stale process would submit, and pay, a second time.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -66,6 +73,17 @@ def save(context: Any, record: RequestRecord) -> None:
     store = _store(context)
     if store is not None:
         store.set(STATE_KEY, record.to_dict())
+
+
+def claim(context: Any, fingerprint: str, try_number: int | None) -> None:
+    """Write-ahead before a submit: raises (and nothing is submitted) when this try is stale.
+
+    The placeholder has no ``request_id``, so :func:`load` reads it as "nothing to re-attach to".
+    """
+    store = _store(context)
+    if store is not None:
+        placeholder = {"pending": True, "fingerprint": fingerprint, "try_number": try_number, "claimed_at": time.time()}
+        store.set(STATE_KEY, placeholder)
 
 
 def forget(context: Any) -> None:

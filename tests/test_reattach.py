@@ -255,6 +255,42 @@ def test_failed_previous_request_is_submitted_anew(segmind_conn: EmulatorProcess
     assert segmind_conn.stats()["submissions_total"] == 2
 
 
+class ArchivedTryStore(DictStateStore):
+    """The store as a stale try sees it once Airflow archived its task instance: reads find
+    nothing (the execution API answers 404 either way), writes are refused."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return default
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        raise RuntimeError("API_SERVER_ERROR: 404 Task instance not found")
+
+
+def test_a_stale_try_fails_before_submitting_because_the_write_ahead_is_refused(
+    segmind_conn: EmulatorProcess,
+) -> None:
+    # Found in a real deployment under load: an executor event raced a deferral, the scheduler
+    # moved on to a new try, and the old try's process still ran execute(), read "no record" and paid.
+    op = surge(segmind_conn, wait_for_completion=False)
+
+    with pytest.raises(RuntimeError, match="Task instance not found"):
+        op.execute(fake_context(ArchivedTryStore(), try_number=1))
+
+    assert segmind_conn.stats()["submissions_total"] == 0
+
+
+def test_the_write_ahead_placeholder_is_not_a_request_to_reattach_to(segmind_conn: EmulatorProcess) -> None:
+    store = DictStateStore()
+    reattach.claim(fake_context(store), "f" * 64, 1)
+    assert store.get(reattach.STATE_KEY)["pending"] is True
+    assert reattach.load(fake_context(store)) is None
+
+    result = surge(segmind_conn, wait_for_completion=False).execute(fake_context(store, try_number=2))
+
+    assert store.get(reattach.STATE_KEY)["request_id"] == result["request_id"]
+    assert segmind_conn.stats()["submissions_total"] == 1
+
+
 def test_without_a_task_state_store_it_still_runs_and_says_it_cannot_reattach(
     segmind_conn: EmulatorProcess, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -107,15 +107,19 @@ class SegmindSubmitOperator(BaseOperator):
         hook = self.hook()
         record, finished = self._reattach(context, hook, body) if self.reattach else (None, None)
         if record is None:
+            fingerprint = reattach.fingerprint(self.model, body)
+            try_number = getattr(context.get("ti"), "try_number", None)
+            # Fails, before anything is paid, when Airflow already gave this try up (see reattach).
+            reattach.claim(context, fingerprint, try_number)
             submission = hook.submit(self.model, body)
             record = reattach.RequestRecord(
                 request_id=submission.request_id,
                 status_url=submission.status_url,
                 response_url=submission.response_url,
                 model=self.model,
-                fingerprint=reattach.fingerprint(self.model, body),
+                fingerprint=fingerprint,
                 submitted_at=time.time(),
-                try_number=getattr(context.get("ti"), "try_number", None),
+                try_number=try_number,
             )
             # Saved before anything else can fail: from here on a retry must find this request.
             reattach.save(context, record)
