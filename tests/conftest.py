@@ -8,10 +8,12 @@ HTTP to a real process, so what passes here passes against a real server.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
 
@@ -61,3 +63,10 @@ def segmind_conn(fresh_emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatc
     """``AIRFLOW_CONN_SEGMIND_DEFAULT`` pointing at the (reset) session emulator; returns the emulator."""
     monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", fresh_emulator.connection_json())
     return fresh_emulator
+
+
+# --- hypothesis ------------------------------------------------------------------------------------
+# CI runs the property tests on a fixed seed, so a red build reproduces; locally they explore anew.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
