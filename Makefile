@@ -28,6 +28,14 @@ DEMO_ARGS ?=
 demo: venv
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
+## The four benchmarks at sizes that fit about 10 minutes; figures and full-size commands in bench/RESULTS.md.
+## The worker-slot benchmark starts a real Airflow deployment (PostgreSQL from .ci/install-postgres.sh).
+bench: venv
+	$(PY) bench/polling.py
+	$(PY) bench/parse_cost.py --quick
+	$(PY) bench/triggerer_capacity.py --quick
+	$(PY) bench/worker_slot.py --quick
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
