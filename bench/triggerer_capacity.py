@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         help="diagnostic: gc.set_threshold(A,B,C) in the trigger process, e.g. 50000,20,100 (default: Python's)",
     )
     parser.add_argument("--seed", type=int, default=20251124)
-    parser.add_argument("--quick", action="store_true", help="N=100,1000 at x2 speed (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="N=100,1000 at x2 speed (about 3 minutes)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     # internal: the per-run subprocess
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
