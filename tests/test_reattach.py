@@ -241,17 +241,30 @@ def test_expired_previous_request_is_submitted_anew(segmind_conn: EmulatorProces
     assert segmind_conn.stats()["submissions_total"] == 1
 
 
-def test_failed_previous_request_is_submitted_anew(segmind_conn: EmulatorProcess) -> None:
+def test_failed_previous_request_with_the_same_body_fails_again_without_paying(segmind_conn: EmulatorProcess) -> None:
     op = surge(segmind_conn, image_url=segmind_conn.sample_url() + "?rai-block")
     store = DictStateStore()
     with pytest.raises(InferenceFailed):
         op.execute(fake_context(store, try_number=1))
     failed_id = store.get(reattach.STATE_KEY)["request_id"]
+
+    with pytest.raises(InferenceFailed) as info:
+        op.execute(fake_context(store, try_number=2))
+
+    assert info.value.request_id == failed_id
+    assert segmind_conn.stats()["submissions_total"] == 1
+
+
+def test_failed_previous_request_is_submitted_anew_when_reattach_is_off(segmind_conn: EmulatorProcess) -> None:
+    op = surge(segmind_conn, image_url=segmind_conn.sample_url() + "?rai-block")
+    store = DictStateStore()
+    with pytest.raises(InferenceFailed):
+        op.execute(fake_context(store, try_number=1))
+    op.reattach = False
     op.wait_for_completion = False
 
-    result = op.execute(fake_context(store, try_number=2))
+    op.execute(fake_context(store, try_number=2))
 
-    assert result["request_id"] != failed_id
     assert segmind_conn.stats()["submissions_total"] == 2
 
 

@@ -183,12 +183,11 @@ class SegmindSubmitOperator(BaseOperator):
             self.log.info("Previous request %s was for different parameters: submitting anew", previous.request_id)
             return None, None
         try:
-            status = contract.RequestStatus.parse(hook.get_status(previous.request_id), request_id=previous.request_id)
+            # FAILED raises InferenceFailed: the same body fails the same way, so it is not paid for twice.
+            # (Change the parameters, or set reattach=False, to try it again anyway.)
+            status = contract.live_status(hook.get_status(previous.request_id), previous.request_id)
         except RequestExpired:
             self.log.warning("Previous request %s has expired on Segmind: submitting anew", previous.request_id)
-            return None, None
-        if status is contract.RequestStatus.FAILED:
-            self.log.info("Previous request %s FAILED: submitting anew", previous.request_id)
             return None, None
         self.log.info(
             "Re-attaching to request %s (submitted by try %s, now %s): no new submission, no second charge",

@@ -68,15 +68,16 @@ class SegmindRequestSensor(BaseSensorOperator):
         from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger
 
         now = time.time()
-        schedule = PollSchedule.for_model(contract.MUSCLE_SURGE, **{**hook.settings.poll, **self.poll_schedule})
+        # The submit time is unknown here: look at once, then follow the schedule from now (unless told otherwise).
+        overrides = {"first_poll_seconds": 0.0, **hook.settings.poll, **self.poll_schedule}
+        schedule = PollSchedule.for_model(contract.MUSCLE_SURGE, **overrides)
         self.defer(
             trigger=SegmindRequestTrigger(
                 request_id=self.request_id,
                 deadline=now + float(self.timeout),
                 submitted_at=now,
                 segmind_conn_id=self.segmind_conn_id,
-                # The submit time is unknown here: look once at once, then follow the schedule from now.
-                schedule={**schedule.to_dict(), "first_poll_seconds": 0.0},
+                schedule=schedule.to_dict(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=float(self.timeout)) + timedelta(minutes=5),
