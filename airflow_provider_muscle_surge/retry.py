@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tenacity import (
+    AsyncRetrying,
     RetryCallState,
+    Retrying,
     retry_if_exception,
     stop_after_attempt,
     stop_before_delay,
@@ -28,6 +30,7 @@ from tenacity import (
 from airflow_provider_muscle_surge.exceptions import RateLimited, SegmindError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,55 @@ class RetryPolicy:
             "reraise": True,
         }
 
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``; retry it per this policy only once it failed retryably.
+
+        Tenacity's bookkeeping (a retry object and call state per call) is only built for the rare
+        call that needs it, not for every status poll of a triggerer holding thousands of jobs.
+        """
+        try:
+            return fn()
+        except SegmindError as err:
+            if not err.retryable:
+                raise
+            first_failure = err
+        return Retrying(**self.tenacity_kwargs())(_replay(first_failure, fn))
+
+    async def acall(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """The asyncio twin of :meth:`call`, with the same policy."""
+        try:
+            return await fn()
+        except SegmindError as err:
+            if not err.retryable:
+                raise
+            first_failure = err
+
+        replayed = _replay(first_failure, fn)
+
+        async def attempt() -> T:
+            return await replayed()
+
+        return await AsyncRetrying(**self.tenacity_kwargs())(attempt)
+
     def wait_seconds(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             # A little jitter on top, so many tasks released at the same reset do not collide again.
             return min(exc.retry_after, self.max_retry_after) + random.uniform(0, 0.25)
         return wait_random_exponential(multiplier=self.initial_backoff, max=self.max_backoff)(state)
+
+
+def _replay(failure: SegmindError, fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn``, except that its first call raises the failure already seen: tenacity then counts it as
+    attempt 1 and waits as the policy says (e.g. the 429's Retry-After) before really calling ``fn`` again."""
+    pending = [failure]
+
+    def attempt() -> T:
+        if pending:
+            raise pending.pop()
+        return fn()
+
+    return attempt
 
 
 def _log_retry(state: RetryCallState) -> None:

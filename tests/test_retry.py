@@ -7,6 +7,7 @@ waits asserted are the ones a hook would actually sleep, without spending the ti
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -15,6 +16,7 @@ from tenacity import Retrying
 
 from airflow_provider_muscle_surge.exceptions import (
     AuthenticationError,
+    BadRequest,
     InferenceFailed,
     RateLimited,
     ServerError,
@@ -229,3 +231,65 @@ def test_each_retry_is_logged_with_the_attempt_and_the_wait(caplog):
     assert "attempt 1" in record.getMessage()
     assert "HTTP 429" in record.getMessage()
     assert "retrying in 1." in record.getMessage()
+
+
+# --- RetryPolicy.call / acall: tenacity only after a retryable failure --------------------------------
+def _flaky(failures: int) -> tuple[list[int], Callable[[], str]]:
+    calls: list[int] = []
+
+    def fn() -> str:
+        calls.append(1)
+        if len(calls) <= failures:
+            raise ServerError("Segmind server error (HTTP 502)", status_code=502)
+        return "ok"
+
+    return calls, fn
+
+
+QUICK = RetryPolicy(max_retries=2, initial_backoff=0.001, max_backoff=0.002)
+
+
+def test_call_counts_the_first_failure_as_attempt_one_of_the_policy() -> None:
+    calls, fn = _flaky(failures=2)
+    assert QUICK.call(fn) == "ok"
+    assert len(calls) == 3
+
+
+def test_call_gives_up_after_max_retries_plus_one_attempts() -> None:
+    calls, fn = _flaky(failures=10)
+    with pytest.raises(ServerError):
+        QUICK.call(fn)
+    assert len(calls) == QUICK.max_retries + 1
+
+
+def test_call_does_not_retry_a_permanent_error() -> None:
+    calls: list[int] = []
+
+    def fn() -> str:
+        calls.append(1)
+        raise BadRequest("Segmind rejected the request (HTTP 400)", status_code=400)
+
+    with pytest.raises(BadRequest):
+        QUICK.call(fn)
+    assert len(calls) == 1
+
+
+async def test_acall_retries_like_call() -> None:
+    calls, fn = _flaky(failures=2)
+
+    async def afn() -> str:
+        return fn()
+
+    assert await QUICK.acall(afn) == "ok"
+    assert len(calls) == 3
+
+
+async def test_acall_gives_up_after_max_retries_plus_one_attempts() -> None:
+    calls, fn = _flaky(failures=10)
+
+    async def afn() -> str:
+        return fn()
+
+    with pytest.raises(ServerError):
+        await QUICK.acall(afn)
+    assert len(calls) == QUICK.max_retries + 1

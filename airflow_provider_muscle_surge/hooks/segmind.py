@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
-from tenacity import Retrying
 
 from airflow_provider_muscle_surge import contract
 from airflow_provider_muscle_surge.exceptions import (
@@ -138,7 +137,7 @@ class SegmindHook(HttpHook):
                 response.status_code, body, response.headers, request_id=request_id, failed_is_answer=failed_is_answer
             )
 
-        return Retrying(**self.settings.retry.tenacity_kwargs())(attempt)
+        return self.settings.retry.call(attempt)
 
     # --- the API ---------------------------------------------------------------------------------------
     def run_sync(self, model: str, payload: dict[str, Any]) -> bytes:
@@ -256,7 +255,7 @@ class SegmindHook(HttpHook):
                 raise MalformedResponse(f"download of {url} answered HTTP {response.status_code}")
             return response
 
-        return Retrying(**self.settings.retry.tenacity_kwargs())(attempt)
+        return self.settings.retry.call(attempt)
 
     def upload(self, data: bytes | str | os.PathLike[str], content_type: str | None = None) -> str:
         """Upload an image (bytes or a file) and return a URL the API accepts as ``image_url``.

@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 from airflow.sdk import BaseHook
-from tenacity import AsyncRetrying
 
 from airflow_provider_muscle_surge import contract
 from airflow_provider_muscle_surge.exceptions import TransportError
@@ -80,7 +79,7 @@ class SegmindAsyncHook(BaseHook):
                 status, contract.decode_body(raw), headers, request_id=request_id, failed_is_answer=failed_is_answer
             )
 
-        return await AsyncRetrying(**settings.retry.tenacity_kwargs())(attempt)
+        return await settings.retry.acall(attempt)
 
     async def submit(self, model: str, payload: dict[str, Any]) -> contract.Submission:
         body = contract.validate_payload(model, payload)
