@@ -367,3 +367,12 @@ def test_task_log_tells_the_story_and_never_shows_the_key(
     assert re.search(rf"Request {request_id} is COMPLETED after", log)
     assert f"Request {request_id} COMPLETED: output" in log
     assert secret not in log
+
+
+def test_on_kill_says_the_remote_job_keeps_running_and_names_it(capfd: pytest.CaptureFixture[str]) -> None:
+    op = MuscleSurgeOperator(task_id="surge_on_kill", image_url="https://example.com/a.png")
+    op._request_id = "req-123"
+    op.on_kill()
+    out = capfd.readouterr().out
+    assert "req-123 keeps running" in out
+    assert "no cancel endpoint" in out

@@ -85,6 +85,7 @@ class SegmindSubmitOperator(BaseOperator):
         self.timeout = float(timeout)
         self.output_path = output_path
         self.reattach = reattach
+        self._request_id: str | None = None
 
     # --- what to send -----------------------------------------------------------------------------
     def request_body(self) -> dict[str, Any]:
@@ -167,8 +168,9 @@ class SegmindSubmitOperator(BaseOperator):
     def on_kill(self) -> None:
         """The API has no cancel: say so, with the id, so nobody assumes the job stopped."""
         self.log.warning(
-            "Task killed. Segmind has no cancel endpoint: the remote request keeps running (and is billed). "
-            "A retry of this task re-attaches to it; its id is in this task's XCom 'request_id'."
+            "Task killed. Segmind has no cancel endpoint: remote request %s keeps running (and is billed). "
+            "A retry of this task re-attaches to it; the id is also in this task's XCom 'request_id'.",
+            self._request_id or "(none submitted yet)",
         )
 
     # --- helpers ----------------------------------------------------------------------------------
@@ -206,6 +208,7 @@ class SegmindSubmitOperator(BaseOperator):
         return deadline
 
     def _publish_request(self, context: Context, record: reattach.RequestRecord) -> None:
+        self._request_id = record.request_id
         ti = context["ti"]
         ti.xcom_push(key="request_id", value=record.request_id)
         ti.xcom_push(key="status_url", value=record.status_url)
