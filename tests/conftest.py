@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.sdk import DAG
+from dags_for_tests.dagtest_support import dag_id_for, use_private_airflow_db
 from hypothesis import settings
 
 from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
@@ -70,3 +74,21 @@ def segmind_conn(fresh_emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatc
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+# --- Airflow for dag.test() ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def airflow_db() -> Iterator[Path]:
+    """A private SQLite metadata DB for the session's ``dag.test()`` runs (never ``~/airflow``)."""
+    with use_private_airflow_db() as home:
+        yield home
+
+
+@pytest.fixture
+def new_dag(request: pytest.FixtureRequest, airflow_db: Path) -> Callable[..., DAG]:
+    """``with new_dag(**dag_kwargs) as dag:``: a DAG with an id unique to this test."""
+
+    def make(**kwargs: Any) -> DAG:
+        return DAG(dag_id_for(request.node.name), schedule=None, start_date=datetime(2026, 1, 1), **kwargs)
+
+    return make

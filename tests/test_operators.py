@@ -12,24 +12,20 @@ import hashlib
 import json
 import re
 import textwrap
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from airflow.sdk import DAG
 from airflow.sdk._shared.module_loading import import_string
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from dags_for_tests.dagtest_support import (
     FailureRecorder,
-    dag_id_for,
     fake_context,
     run_dag,
     task_states,
     try_numbers,
-    use_private_airflow_db,
     xcom,
 )
 
@@ -43,22 +39,6 @@ RAI_DETAIL = "Content blocked by the responsible-AI filter: the input image was 
 #: Fast waits for ~1 s emulator jobs, in both modes.
 FAST = {"poll_interval": 0.2}
 FAST_DEFERRED = {"poll_schedule": {"expected_seconds": 1, "dense_interval": 0.2, "first_poll_seconds": 0.3}}
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> Iterator[Path]:
-    with use_private_airflow_db() as home:
-        yield home
-
-
-@pytest.fixture
-def new_dag(request: pytest.FixtureRequest, airflow_db: Path) -> Any:
-    """``with new_dag(**dag_kwargs) as dag:``: a DAG with an id unique to this test."""
-
-    def make(**kwargs: Any) -> DAG:
-        return DAG(dag_id_for(request.node.name), schedule=None, start_date=datetime(2026, 1, 1), **kwargs)
-
-    return make
 
 
 def read_saved(saved: dict[str, Any]) -> bytes:

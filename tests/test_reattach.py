@@ -13,24 +13,19 @@ transiently on their own.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk import DAG
 from airflow.sdk.exceptions import TaskDeferred
 from dags_for_tests.dagtest_support import (
     DictStateStore,
     FailureRecorder,
-    dag_id_for,
     fake_context,
     run_dag,
     task_state_store,
     task_states,
     try_numbers,
-    use_private_airflow_db,
     xcom,
 )
 
@@ -44,20 +39,6 @@ from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
 FAST = {"poll_interval": 0.2}
 FAST_DEFERRED = {"poll_schedule": {"expected_seconds": 1, "dense_interval": 0.2, "first_poll_seconds": 0.3}}
 RETRY_ONCE = {"retries": 1, "retry_delay": timedelta(0)}
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> Iterator[Path]:
-    with use_private_airflow_db() as home:
-        yield home
-
-
-@pytest.fixture
-def new_dag(request: pytest.FixtureRequest, airflow_db: Path) -> Any:
-    def make(**kwargs: Any) -> DAG:
-        return DAG(dag_id_for(request.node.name), schedule=None, start_date=datetime(2026, 1, 1), **kwargs)
-
-    return make
 
 
 class FirstWaitFails:

@@ -8,22 +8,17 @@ deferrable mode. COMPLETED returns the result; FAILED and expired fail the task 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 from dags_for_tests.dagtest_support import (
     FailureRecorder,
-    dag_id_for,
     fake_context,
     run_dag,
     task_states,
     try_numbers,
-    use_private_airflow_db,
     xcom,
 )
 
@@ -39,20 +34,6 @@ MODES = {
     "reschedule": {"mode": "reschedule", "poke_interval": 0.2},
     "deferrable": {"deferrable": True, "poll_schedule": {"expected_seconds": 1, "dense_interval": 0.2}},
 }
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> Iterator[Path]:
-    with use_private_airflow_db() as home:
-        yield home
-
-
-@pytest.fixture
-def new_dag(request: pytest.FixtureRequest, airflow_db: Path) -> Any:
-    def make(**kwargs: Any) -> DAG:
-        return DAG(dag_id_for(request.node.name), schedule=None, start_date=datetime(2026, 1, 1), **kwargs)
-
-    return make
 
 
 def submit_then_wait(emulator: EmulatorProcess, *, image_url: str | None = None, **sensor_kwargs: Any) -> None:
