@@ -13,7 +13,6 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -22,7 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
+from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess, running_together
 from airflow_provider_muscle_surge.exceptions import (
     AuthenticationError,
     InferenceFailed,
@@ -67,14 +66,8 @@ def special_emulators() -> Iterator[dict[str, EmulatorProcess]]:
         "rate_limited": EmulatorProcess(api_key=KEY, job_seconds=1.0, rate_limit=1),
         "down": EmulatorProcess(api_key=KEY, job_seconds=1.0, fault_rate=1.0, seed=7),
     }
-    # The threads must outlive the emulators (PR_SET_PDEATHSIG fires when the starting thread exits).
-    pool = ThreadPoolExecutor(len(procs))
-    try:
-        list(pool.map(EmulatorProcess.start, procs.values()))
+    with running_together(procs.values()):
         yield procs
-    finally:
-        list(pool.map(EmulatorProcess.stop, procs.values()))
-        pool.shutdown()
 
 
 @pytest.fixture

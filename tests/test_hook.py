@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import responses
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
+from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess, running_together
 from airflow_provider_muscle_surge.exceptions import (
     AuthenticationError,
     BadRequest,
@@ -90,15 +89,8 @@ def special_emulators() -> Iterator[dict[str, EmulatorProcess]]:
         name: EmulatorProcess(api_key=KEY, job_seconds=1.0, job_spread=0.02, seed=1234, **flags)
         for name, flags in SPECIAL_FLAGS.items()
     }
-    # The pool's threads must outlive the emulators: a child started with PR_SET_PDEATHSIG gets
-    # SIGTERM when the *thread* that started it exits, so the pool is shut down only at the end.
-    pool = ThreadPoolExecutor(len(procs))
-    try:
-        list(pool.map(EmulatorProcess.start, procs.values()))
+    with running_together(procs.values()):
         yield procs
-    finally:
-        list(pool.map(EmulatorProcess.stop, procs.values()))
-        pool.shutdown()
 
 
 @pytest.fixture

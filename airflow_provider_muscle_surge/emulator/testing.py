@@ -25,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from airflow_provider_muscle_surge.emulator.__main__ import READY_PREFIX
@@ -260,3 +260,22 @@ def _reap(proc: subprocess.Popen[str]) -> None:
         proc.kill()
         with contextlib.suppress(Exception):
             proc.wait(5)
+
+
+@contextlib.contextmanager
+def running_together(emulators: Iterable[EmulatorProcess]) -> Iterator[None]:
+    """Start several emulators in parallel (each takes seconds to boot) and stop them all on exit.
+
+    The starting threads must outlive the emulators: a child started with ``PR_SET_PDEATHSIG`` gets
+    SIGTERM when the *thread* that started it exits, so the pool is shut down only at the end.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    procs = list(emulators)
+    pool = ThreadPoolExecutor(max(1, len(procs)))
+    try:
+        list(pool.map(EmulatorProcess.start, procs))
+        yield
+    finally:
+        list(pool.map(EmulatorProcess.stop, procs))
+        pool.shutdown()
