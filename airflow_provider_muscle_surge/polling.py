@@ -14,9 +14,10 @@ polling in lockstep.
 
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -26,7 +27,15 @@ from airflow_provider_muscle_surge.contract import (
     RequestStatus,
     live_status,
 )
-from airflow_provider_muscle_surge.exceptions import InferenceTimeout
+from airflow_provider_muscle_surge.exceptions import InferenceTimeout, InvalidParameter
+
+#: The shortest wait between two status calls a user may ask for (``poll_interval``, the
+#: schedule's ``dense_interval``, ``max_interval`` and ``fixed_interval``). Without a floor, a 0
+#: turns a wait into a busy loop (~75 status calls a second) against a per-key rate limit. It is
+#: not higher because the emulator-backed tests and demos run 1-second jobs on 0.2 s polls.
+MIN_POLL_INTERVAL = 0.2
+#: Jitter is a fraction of each wait; at 1 or more a wait could shrink to nothing.
+MAX_JITTER = 0.5
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,18 @@ class PollSchedule:
     def for_model(cls, model: str, **overrides: Any) -> PollSchedule:
         expected = TYPICAL_RENDER_SECONDS.get(model, DEFAULT_TYPICAL_RENDER_SECONDS)
         return cls(**{"expected_seconds": expected, **overrides})
+
+    @classmethod
+    def checked(cls, model: str, overrides: Mapping[str, Any] | None = None, /) -> PollSchedule:
+        """``for_model`` for user-supplied overrides: every field checked, then the whole schedule.
+
+        Callers that merge several layers (the connection's ``extra.poll`` under an operator's
+        ``poll_schedule``) check each layer with :func:`validate_overrides` first, so an error
+        names where the value came from; this final check catches combinations that are only
+        wrong together (an operator's ``max_interval`` below the connection's ``dense_interval``).
+        """
+        checked = validate_overrides(overrides or {})
+        return cls.for_model(model, **checked)
 
     @classmethod
     def fixed(cls, interval: float) -> PollSchedule:
@@ -103,6 +124,130 @@ class PollSchedule:
             return self.dense_interval
         grown = (previous_delay or self.dense_interval) * self.backoff_factor
         return min(self.max_interval, max(self.dense_interval, grown))
+
+
+# --- checking user-supplied settings ------------------------------------------------------------
+def _number(field: str, value: Any, rule: str) -> float:
+    """``value`` as a finite float: ints, floats and numeric strings (connection extras are text).
+
+    A bool is refused although Python counts it as an int: ``True`` for a number of seconds is a
+    slip, not a request for one second.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidParameter(field, value, rule)
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise InvalidParameter(field, value, rule) from None
+    if not math.isfinite(number):
+        raise InvalidParameter(field, value, rule)
+    return number
+
+
+def check_interval(field: str, value: Any) -> float:
+    """A wait between status calls: a finite number of seconds, at least :data:`MIN_POLL_INTERVAL`."""
+    rule = f"a finite number of seconds, at least {MIN_POLL_INTERVAL:g} (a smaller one floods the status endpoint)"
+    number = _number(field, value, rule)
+    if number < MIN_POLL_INTERVAL:
+        raise InvalidParameter(field, value, rule)
+    return number
+
+
+def check_timeout(field: str, value: Any) -> float:
+    """How long to wait, in seconds: positive and finite (a ``timedelta`` is accepted too).
+
+    Zero or less would give up before the first look, and NaN or infinity would make every
+    deadline comparison false: the task would wait until Airflow killed it.
+    """
+    from datetime import timedelta
+
+    rule = "a positive, finite number of seconds (or a timedelta)"
+    number = value.total_seconds() if isinstance(value, timedelta) else _number(field, value, rule)
+    if number <= 0:
+        raise InvalidParameter(field, value, rule)
+    return number
+
+
+#: A field check: takes the field's name (for the message) and the value, returns the value to use.
+_Check = Callable[[str, Any], Any]
+
+
+def _at_least(minimum: float, what: str) -> _Check:
+    def check(field: str, value: Any) -> float:
+        rule = f"a finite number {what}"
+        number = _number(field, value, rule)
+        if number < minimum:
+            raise InvalidParameter(field, value, rule)
+        return number
+
+    return check
+
+
+def _optional(check: _Check) -> _Check:
+    def optional(field: str, value: Any) -> float | None:
+        return None if value is None else check(field, value)
+
+    return optional
+
+
+def _positive(field: str, value: Any) -> float:
+    rule = "a positive, finite number of seconds"
+    number = _number(field, value, rule)
+    if number <= 0:
+        raise InvalidParameter(field, value, rule)
+    return number
+
+
+def _jitter(field: str, value: Any) -> float:
+    rule = f"a fraction from 0 to {MAX_JITTER:g} (each wait varies by up to that share)"
+    number = _number(field, value, rule)
+    if not 0 <= number <= MAX_JITTER:
+        raise InvalidParameter(field, value, rule)
+    return number
+
+
+#: How each ``PollSchedule`` field is checked; ``None`` is allowed only where the field defaults to it.
+_FIELD_CHECKS: dict[str, _Check] = {
+    "expected_seconds": _positive,
+    "spread_seconds": _optional(_at_least(0.0, "of seconds, 0 or more")),
+    "dense_interval": check_interval,
+    "max_interval": check_interval,
+    "first_poll_seconds": _optional(_at_least(0.0, "of seconds, 0 or more (0: look at once)")),
+    "backoff_factor": _at_least(1.0, "of 1 or more (each wait after the window grows by this factor)"),
+    "jitter": _jitter,
+    "fixed_interval": _optional(check_interval),
+}
+
+
+def validate_overrides(overrides: Any, *, source: str = "poll_schedule") -> dict[str, Any]:
+    """Check ``PollSchedule`` overrides as a user wrote them; return them as numbers.
+
+    Used for an operator's or sensor's ``poll_schedule`` and for a connection's ``extra.poll``
+    (``source="extra.poll"``), so both refuse the same things with the same words, before
+    anything is submitted. An unknown key is refused rather than dropped: a misspelt
+    ``dense_intreval`` would otherwise be ignored silently and the default used. Fields are
+    checked one by one, then together on the schedule they make (defaults filled in):
+    ``max_interval`` below ``dense_interval`` would cap the dense polls at the ceiling.
+    """
+    if not isinstance(overrides, Mapping):
+        raise InvalidParameter(source, overrides, "a dict of PollSchedule fields")
+    checked: dict[str, Any] = {}
+    for key, value in overrides.items():
+        check = _FIELD_CHECKS.get(key) if isinstance(key, str) else None
+        if check is None:
+            raise InvalidParameter(
+                f"{source}.{key}", value, f"not a PollSchedule field; valid fields: {', '.join(sorted(_FIELD_CHECKS))}"
+            )
+        checked[key] = check(f"{source}.{key}", value)
+    schedule = PollSchedule(**checked)
+    if schedule.max_interval < schedule.dense_interval:
+        field = "max_interval" if "max_interval" in checked else "dense_interval"
+        raise InvalidParameter(
+            f"{source}.{field}",
+            getattr(schedule, field),
+            f"max_interval ({schedule.max_interval:g}) must be at least dense_interval ({schedule.dense_interval:g})",
+        )
+    return checked
 
 
 @dataclass

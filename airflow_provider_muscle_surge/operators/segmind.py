@@ -8,17 +8,22 @@ parse time.
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_muscle_surge import contract, reattach
-from airflow_provider_muscle_surge.exceptions import RequestExpired
+from airflow_provider_muscle_surge.exceptions import InvalidParameter, RequestExpired
 from airflow_provider_muscle_surge.links import SegmindRequestLink, SegmindVideoLink
-from airflow_provider_muscle_surge.polling import PollSchedule
+from airflow_provider_muscle_surge.polling import PollSchedule, check_interval, check_timeout, validate_overrides
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -48,10 +53,22 @@ class SegmindSubmitOperator(BaseOperator):
         API's retention). The error names the request id so it can be polled again.
     :param output_path: where to save the output as soon as the job completes (results expire
         after 1 hour): a local path or any ``ObjectStoragePath`` URL (``file://``, ``s3://`` ...).
-        A path without a file suffix is a folder; the file is named after the request id.
-        Templated.
+        An existing folder, a path ending in ``/`` or a path without a file suffix is a folder,
+        and the file in it is named ``<request id><suffix of the output>``; otherwise the path is
+        the file. Before the submit, a local folder is created and a test file written and
+        removed in it, and a remote scheme must have its filesystem installed. Templated.
     :param reattach: on a retry, re-attach to this task's previous request (same run, task,
         map index and request body) instead of submitting and paying again. Default True.
+    :param resubmit_on_unknown_outcome: when the answer to a submit is lost after it was sent
+        (connection reset or timeout, a body cut short, 502/504 from a gateway), the job may have
+        been accepted and billed. By default the task then fails with ``SubmitOutcomeUnknown``
+        instead of submitting again; True resubmits (availability over cost); None takes the
+        connection extra ``resubmit_on_unknown_outcome``, default False.
+
+    Every argument is checked before anything is paid: literal values when the DAG is parsed,
+    templated ones after rendering, the output folder and the connection's ``extra.poll`` just
+    before the submit. A bad one raises ``InvalidParameter`` (no Airflow retry: a retry would
+    render the same value).
     """
 
     template_fields: tuple[str, ...] = ("model", "payload", "output_path")
@@ -69,9 +86,10 @@ class SegmindSubmitOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float | None = None,
         poll_schedule: dict[str, Any] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        output_path: str | ObjectStoragePath | None = None,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        output_path: str | os.PathLike[str] | ObjectStoragePath | None = None,
         reattach: bool = True,
+        resubmit_on_unknown_outcome: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -81,16 +99,45 @@ class SegmindSubmitOperator(BaseOperator):
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = poll_interval
-        self.poll_schedule = dict(poll_schedule or {})
-        self.timeout = float(timeout)
+        self.poll_schedule: dict[str, Any] = {} if poll_schedule is None else poll_schedule
+        self.timeout = timeout
         self.output_path = output_path
         self.reattach = reattach
+        self.resubmit_on_unknown_outcome = resubmit_on_unknown_outcome
         self._request_id: str | None = None
+        # A DAG with a bad literal setting is an import error naming it, not a paid run that fails later.
+        self._check_settings()
+        if not _is_template(output_path):
+            _check_output_path_type(output_path)
+        if not _is_template(self.payload):
+            if not isinstance(self.payload, dict):
+                raise InvalidParameter("payload", _short(self.payload), "a JSON object (dict) of model parameters")
+            _check_json_payload(self.payload, run_time=False)
+
+    # --- checks -----------------------------------------------------------------------------------
+    def _check_settings(self) -> None:
+        """Check (and normalise) the arguments that are not templated.
+
+        Runs in ``__init__`` (parse time) and again at the start of ``execute``: a mapped task
+        gets its values only at run time, and anything may have changed the attributes since.
+        """
+        self.timeout = check_timeout("timeout", not_templated("timeout", self.timeout))
+        if self.poll_interval is not None:
+            self.poll_interval = check_interval("poll_interval", not_templated("poll_interval", self.poll_interval))
+        self.poll_schedule = validate_overrides(not_templated("poll_schedule", self.poll_schedule))
+        self.wait_for_completion = check_flag("wait_for_completion", self.wait_for_completion)
+        self.deferrable = check_flag("deferrable", self.deferrable)
+        self.reattach = check_flag("reattach", self.reattach)
+        self.resubmit_on_unknown_outcome = check_flag(
+            "resubmit_on_unknown_outcome", self.resubmit_on_unknown_outcome, optional=True
+        )
 
     # --- what to send -----------------------------------------------------------------------------
     def request_body(self) -> dict[str, Any]:
         """The validated body; runs after rendering and before any HTTP call."""
-        return contract.validate_payload(self.model, self.payload)
+        body = contract.validate_payload(self.model, self.payload)
+        _check_json_payload(body, run_time=True)
+        return body
 
     def hook(self) -> SegmindHook:
         from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
@@ -98,14 +145,22 @@ class SegmindSubmitOperator(BaseOperator):
         return SegmindHook(self.segmind_conn_id)
 
     def schedule(self, hook: SegmindHook) -> PollSchedule:
+        """The polling schedule: ``poll_interval``, else the model's with the connection's and this
+        operator's overrides on top, each layer checked under its own name."""
         if self.poll_interval is not None:
-            return PollSchedule.fixed(self.poll_interval)
-        return PollSchedule.for_model(self.model, **{**hook.settings.poll, **self.poll_schedule})
+            return PollSchedule.fixed(check_interval("poll_interval", self.poll_interval))
+        connection = validate_overrides(hook.settings.poll, source="extra.poll")
+        return PollSchedule.checked(self.model, {**connection, **validate_overrides(self.poll_schedule)})
 
     # --- execute ----------------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
+        # Everything that can be wrong is found here, before the first HTTP call: nothing is paid for.
+        self._check_settings()
         body = self.request_body()
+        if self.output_path:
+            _check_output_path(self.output_path)
         hook = self.hook()
+        schedule = self.schedule(hook)
         record, finished = self._reattach(context, hook, body) if self.reattach else (None, None)
         if record is None:
             fingerprint = reattach.fingerprint(self.model, body)
@@ -144,7 +199,7 @@ class SegmindSubmitOperator(BaseOperator):
                     deadline=deadline,
                     submitted_at=record.submitted_at,
                     segmind_conn_id=self.segmind_conn_id,
-                    schedule=self.schedule(hook).to_dict(),
+                    schedule=schedule.to_dict(),
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=max(0.0, deadline - time.time())) + DEFER_GRACE,
@@ -153,7 +208,7 @@ class SegmindSubmitOperator(BaseOperator):
             record.request_id,
             submitted_at=record.submitted_at,
             timeout=deadline - record.submitted_at,
-            schedule=self.schedule(hook),
+            schedule=schedule,
             on_step=self._log_step,
         )
         return self._finish(context, hook, record.request_id, result)
@@ -236,21 +291,196 @@ class SegmindSubmitOperator(BaseOperator):
             "saved": saved,
         }
 
-    def _destination(self, request_id: str, output_url: str) -> str | ObjectStoragePath:
-        target = self.output_path
-        name = str(target)
-        if PurePosixPath(name.rstrip("/")).suffix and not name.endswith("/"):
-            return target  # type: ignore[return-value]
+    def _destination(self, request_id: str, output_url: str) -> ObjectStoragePath:
+        """Where the output goes: into ``output_path`` when it names a folder (see :func:`_names_a_folder`),
+        as ``<request id><suffix of the output URL>``; otherwise ``output_path`` is the file."""
+        target = _as_path(self.output_path)  # type: ignore[arg-type]
+        if not _names_a_folder(_text_of(self.output_path), target.is_dir):  # type: ignore[arg-type]
+            return target
         suffix = PurePosixPath(output_url.split("?", 1)[0]).suffix or ".bin"
-        return (target if not isinstance(target, str) else _as_path(target)) / f"{request_id}{suffix}"  # type: ignore[operator]
+        return target / f"{request_id}{suffix}"
 
 
-def _as_path(location: str) -> ObjectStoragePath:
-    from pathlib import Path
+# --- argument checks shared with the sensor ------------------------------------------------------------
+def check_flag(field: str, value: Any, *, optional: bool = False) -> Any:
+    """A real bool (or None when ``optional``). The string "false" is truthy: taken as a bool it
+    would do the opposite of what was written, so it is refused instead of interpreted."""
+    if isinstance(value, bool) or (optional and value is None):
+        return value
+    rule = "True or False" + (" (or None: use the connection's setting)" if optional else "")
+    if _is_template(value):
+        rule += "; this argument is not templated"
+    elif isinstance(value, str):
+        rule += ", a bool, not a string (any non-empty string is true)"
+    raise InvalidParameter(field, value, rule)
 
+
+def not_templated(field: str, value: Any) -> Any:
+    """Refuse a template in an argument Airflow never renders: it would stay a string (or an XComArg)."""
+    if _is_template(value):
+        raise InvalidParameter(
+            field, value, "a literal value: this argument is not templated (map it with .expand() instead)"
+        )
+    return value
+
+
+def _check_json_payload(payload: Any, *, run_time: bool) -> None:
+    """Refuse a body that cannot be sent as JSON, before the submit rather than inside it.
+
+    ``render_template_as_native_obj`` can turn a template into a datetime or a set, and a NaN
+    would go out as the non-JSON token ``NaN``: both would fail (or be refused by the server)
+    only after the request was on its way. At parse time another task's output (an XComArg)
+    inside the dict stands for a value known only at run time, so it is not judged yet.
+    """
+
+    def later(value: Any) -> Any:
+        if not run_time and _is_template(value):
+            return None
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    try:
+        json.dumps(payload, allow_nan=False, sort_keys=True, default=later)
+    except (TypeError, ValueError, RecursionError) as err:
+        try:
+            where = _first_non_json(payload, "payload", run_time)
+        except RecursionError:
+            where = None
+        rule = f"a JSON object: {where or err}"
+        raise InvalidParameter("payload", _short(payload), rule) from None
+
+
+def _first_non_json(value: Any, path: str, run_time: bool) -> str | None:
+    """Where in ``value`` the first thing JSON cannot carry is, for the error message."""
+    if value is None or isinstance(value, (str, bool, int)) or (not run_time and _is_template(value)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot carry"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                return f"{path} has a {type(key).__name__} key {key!r}; JSON keys are strings"
+            found = _first_non_json(item, f"{path}[{key!r}]", run_time)
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _first_non_json(item, f"{path}[{index}]", run_time)
+            if found:
+                return found
+        return None
+    return f"{path} is a {type(value).__name__} ({_short(value)}), which JSON cannot carry; render it to a string"
+
+
+def _short(value: Any, limit: int = 80) -> Any:
+    """``value`` for an error message: itself when short, else the start of its repr."""
+    text = repr(value)
+    return value if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- output_path ---------------------------------------------------------------------------------------
+#: What to install for the usual remote schemes, and how to name the Airflow connection in the URL.
+_FILESYSTEM_HINTS: dict[str, str] = {
+    "s3": "pip install 'apache-airflow-providers-amazon[s3fs]' and name the AWS connection in the URL: "
+    "s3://<conn_id>@bucket/key",
+    "gs": "pip install apache-airflow-providers-google (it brings gcsfs) and name the Google connection in the "
+    "URL: gs://<conn_id>@bucket/key",
+    "abfs": "pip install apache-airflow-providers-microsoft-azure (it brings adlfs)",
+}
+_FILESYSTEM_HINTS.update(s3a=_FILESYSTEM_HINTS["s3"], gcs=_FILESYSTEM_HINTS["gs"])
+_FILESYSTEM_HINTS.update(abfss=_FILESYSTEM_HINTS["abfs"], adl=_FILESYSTEM_HINTS["abfs"])
+_LOCAL_SCHEMES = ("", "file", "local")
+
+
+def _text_of(location: str | os.PathLike[str] | ObjectStoragePath) -> str:
+    """``location`` as written: a trailing "/" matters (it marks a folder) and ObjectStoragePath drops it."""
+    return os.fspath(location) if isinstance(location, (str, os.PathLike)) else str(location)
+
+
+def _names_a_folder(text: str, is_dir: Callable[[], bool]) -> bool:
+    """The output_path rule: an existing folder, a trailing "/" or no file suffix means a folder.
+
+    The existing folder comes first so that ``/data/videos.v2`` (a folder with a dot) is saved
+    into, not replaced by a file of that name.
+    """
+    return text.endswith("/") or is_dir() or not PurePosixPath(text).suffix
+
+
+def _check_output_path_type(location: Any) -> None:
+    if location is None or isinstance(location, (str, os.PathLike)) or hasattr(location, "protocol"):
+        return
+    raise InvalidParameter("output_path", location, "a local path, a file:// URL or an ObjectStoragePath URL")
+
+
+def _check_output_path(location: str | os.PathLike[str] | ObjectStoragePath) -> None:
+    """Refuse, before the submit, an output_path the result could not be saved to.
+
+    A job's result is kept for one hour and is billed either way, so learning after the job
+    that the folder is read-only or that ``s3://`` has no filesystem installed wastes the
+    money. Local paths are probed for real (the folder is created, a small file written and
+    removed); for remote schemes only the filesystem package is checked, since listing or
+    writing a bucket would need its credentials and a network call.
+    """
+    _check_output_path_type(location)
+    text = _text_of(location)
+    if isinstance(location, (str, os.PathLike)):
+        scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+        local = Path(urlsplit(text).path if scheme else text) if scheme in _LOCAL_SCHEMES else None
+    else:
+        scheme = (getattr(location, "protocol", "") or "").lower()
+        local = Path(location.path) if scheme in _LOCAL_SCHEMES else None
+    if local is None:
+        problem = _missing_filesystem(scheme)
+        if problem:
+            hint = _FILESYSTEM_HINTS.get(scheme, "install the Airflow provider that handles this storage")
+            raise InvalidParameter(
+                "output_path", text, f"no filesystem for {scheme}:// is installed ({problem}): {hint}"
+            )
+        return
+    _probe_local_folder(text, local.absolute())
+
+
+def _missing_filesystem(scheme: str) -> str | None:
+    """Why ``scheme`` cannot be written here (None when it can): Airflow must know the scheme
+    (a provider registers it) and fsspec must import its implementation (s3fs, gcsfs ...)."""
+    import fsspec
+    from airflow.sdk.io.fs import has_fs
+
+    try:
+        if not has_fs(scheme):
+            return f"Airflow has no filesystem registered for {scheme}"
+        if scheme in fsspec.available_protocols():
+            fsspec.get_filesystem_class(scheme)
+    except (ImportError, ValueError) as err:
+        return str(err)
+    return None
+
+
+def _probe_local_folder(text: str, path: Path) -> None:
+    import tempfile
+
+    folder = path if _names_a_folder(text, path.is_dir) else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".muscle-surge-probe-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise InvalidParameter("output_path", text, f"a folder this worker can write to; {folder}: {reason}") from None
+
+
+def _as_path(location: str | os.PathLike[str] | ObjectStoragePath) -> ObjectStoragePath:
+    """``location`` as an ObjectStoragePath; a local path becomes an absolute ``file://`` one.
+
+    The path is put in the URL as it is, not percent-encoded: ObjectStoragePath takes the URL's
+    path literally, so ``as_uri()`` would save ``a b/`` under a folder named ``a%20b``.
+    """
     from airflow.sdk import ObjectStoragePath
 
-    return ObjectStoragePath(location if "://" in location else Path(location).absolute().as_uri())
+    if isinstance(location, ObjectStoragePath):
+        return location
+    text = os.fspath(location)
+    return ObjectStoragePath(text if "://" in text else "file://" + str(Path(text).absolute()))
 
 
 class MuscleSurgeOperator(SegmindSubmitOperator):
@@ -291,6 +521,14 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
         style: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if "payload" in kwargs:
+            # The body is built from the typed parameters; a payload would be silently ignored.
+            raise InvalidParameter(
+                "payload",
+                _short(kwargs["payload"]),
+                "MuscleSurgeOperator takes typed parameters: use image_url=, duration=, quality=, motion_mode=, "
+                "seed=, style= (or SegmindSubmitOperator(model='muscle-surge', payload=...))",
+            )
         super().__init__(model=contract.MUSCLE_SURGE, **kwargs)
         self.image_url = image_url
         self.duration = duration

@@ -15,7 +15,8 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_provider_muscle_surge import contract
 from airflow_provider_muscle_surge.links import SegmindRequestLink, SegmindVideoLink
-from airflow_provider_muscle_surge.polling import PollSchedule
+from airflow_provider_muscle_surge.operators.segmind import check_flag, not_templated
+from airflow_provider_muscle_surge.polling import PollSchedule, check_timeout, validate_overrides
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -29,7 +30,11 @@ class SegmindRequestSensor(BaseSensorOperator):
     :param segmind_conn_id: a ``segmind`` connection.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     :param poll_schedule: ``PollSchedule`` fields for deferrable mode; poke modes use ``poke_interval``.
-    :param timeout: seconds to wait (default 3600, the API's retention).
+    :param timeout: seconds to wait (default 3600, the API's retention): positive and finite.
+
+    ``timeout``, ``deferrable`` and ``poll_schedule`` are checked when the DAG is parsed and again
+    (with the connection's ``extra.poll``) before the first status call; a bad one raises
+    ``InvalidParameter`` instead of a sensor that never looks, or looks 75 times a second.
     """
 
     template_fields: tuple[str, ...] = ("request_id",)
@@ -43,15 +48,25 @@ class SegmindRequestSensor(BaseSensorOperator):
         segmind_conn_id: str = "segmind_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_schedule: dict[str, Any] | None = None,
-        timeout: float = 3600.0,
+        timeout: float | timedelta = 3600.0,
         poke_interval: float = 5.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(timeout=timeout, poke_interval=poke_interval, **kwargs)
+        # Checked before Airflow's own coercion, which takes True for 1 s and raises a bare ValueError on NaN.
+        super().__init__(
+            timeout=check_timeout("timeout", not_templated("timeout", timeout)), poke_interval=poke_interval, **kwargs
+        )
         self.request_id = request_id
         self.segmind_conn_id = segmind_conn_id
         self.deferrable = deferrable
-        self.poll_schedule = dict(poll_schedule or {})
+        self.poll_schedule: dict[str, Any] = {} if poll_schedule is None else poll_schedule
+        self._check_settings()
+
+    def _check_settings(self) -> None:
+        """Check the arguments that are not templated: at parse time, and again in ``execute``."""
+        self.timeout = check_timeout("timeout", not_templated("timeout", self.timeout))
+        self.deferrable = check_flag("deferrable", self.deferrable)
+        self.poll_schedule = validate_overrides(not_templated("poll_schedule", self.poll_schedule))
 
     def _hook(self) -> Any:
         from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
@@ -59,7 +74,9 @@ class SegmindRequestSensor(BaseSensorOperator):
         return SegmindHook(self.segmind_conn_id)
 
     def execute(self, context: Context) -> Any:
+        self._check_settings()
         hook = self._hook()
+        schedule = self._schedule(hook)
         status_url = hook.settings.base_url + contract.status_path(self.request_id)
         context["ti"].xcom_push(key="request_id", value=self.request_id)
         context["ti"].xcom_push(key="status_url", value=status_url)
@@ -68,9 +85,6 @@ class SegmindRequestSensor(BaseSensorOperator):
         from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger
 
         now = time.time()
-        # The submit time is unknown here: look at once, then follow the schedule from now (unless told otherwise).
-        overrides = {"first_poll_seconds": 0.0, **hook.settings.poll, **self.poll_schedule}
-        schedule = PollSchedule.for_model(contract.MUSCLE_SURGE, **overrides)
         self.defer(
             trigger=SegmindRequestTrigger(
                 request_id=self.request_id,
@@ -82,6 +96,17 @@ class SegmindRequestSensor(BaseSensorOperator):
             method_name="execute_complete",
             timeout=timedelta(seconds=float(self.timeout)) + timedelta(minutes=5),
         )
+
+    def _schedule(self, hook: Any) -> PollSchedule:
+        """The deferred schedule, each layer checked under its own name before the first call.
+
+        Built in every mode: a connection whose ``extra.poll`` is wrong is refused the same way
+        whichever way a task waits on it.
+        """
+        connection = validate_overrides(hook.settings.poll, source="extra.poll")
+        # The submit time is unknown here: look at once, then follow the schedule from now (unless told otherwise).
+        overrides = {"first_poll_seconds": 0.0, **connection, **validate_overrides(self.poll_schedule)}
+        return PollSchedule.checked(contract.MUSCLE_SURGE, overrides)
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         hook = self._hook()
