@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -25,7 +24,6 @@ from airflow_provider_muscle_surge.exceptions import (
     AuthenticationError,
     BadRequest,
     InferenceFailed,
-    InsecureConnection,
     InsufficientCredits,
     InvalidParameter,
     MalformedResponse,
@@ -34,6 +32,7 @@ from airflow_provider_muscle_surge.exceptions import (
     RequestExpired,
     SegmindError,
     ServerError,
+    TransportError,
 )
 from airflow_provider_muscle_surge.retry import retry_after_seconds
 
@@ -90,33 +89,6 @@ def _request_id(request_id: str) -> str:
     return request_id
 
 
-def check_transport(host: str) -> None:
-    """Refuse to send a key over plain HTTP anywhere but loopback.
-
-    The emulator listens on 127.0.0.1 over HTTP; anything else must be HTTPS, or the key
-    would cross a network in clear text.
-    """
-    parts = urlsplit(host)
-    if parts.scheme == "https":
-        return
-    if parts.scheme != "http":
-        raise InsecureConnection(f"connection host {host!r} must start with https:// (or http:// for loopback)")
-    if not is_loopback(parts.hostname or ""):
-        raise InsecureConnection(
-            f"refusing to send the API key over plain http:// to {parts.hostname!r}: use https://, "
-            "or http:// only for a loopback emulator (127.0.0.1, ::1, localhost)"
-        )
-
-
-def is_loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
-
-
 # --- request states ---------------------------------------------------------------------------
 class RequestStatus(str, enum.Enum):
     """States of a v2 request. FAILED includes content (responsible-AI) blocks."""
@@ -139,7 +111,7 @@ class RequestStatus(str, enum.Enum):
         except ValueError:
             raise MalformedResponse(
                 f"Segmind answered an unknown request state {value!r} for {request_id or 'a request'}; "
-                f"expected one of {[s.value for s in cls]}. Body: {_short(body)}",
+                f"expected one of {[s.value for s in cls]}. Body: {shorten(body)}",
                 request_id=request_id,
             ) from None
 
@@ -168,25 +140,40 @@ class Submission:
                 return cls(*fields)
         raise MalformedResponse(
             "Segmind accepted the submit but its answer lacks request_id/status_url/response_url; "
-            f"the job may have been billed, check the Segmind console. Body: {_short(body)}"
+            f"the job may have been billed, check the Segmind console. Body: {shorten(body)}"
         )
 
 
+#: Server-provided text quoted in an error is cut to this many characters: a 5 MB ``error`` must not
+#: become a 5 MB exception, log line and trigger event.
+DETAIL_LIMIT = 2000
+
+
 def failure_detail(body: Any) -> str:
-    """The server's explanation of a failure, wherever in the body it put it."""
+    """The server's explanation of a failure, wherever in the body it put it (at most ``DETAIL_LIMIT``)."""
     if isinstance(body, Mapping):
         for key in ("error", "detail", "message", "error_message"):
             value = body.get(key)
             if value:
-                return value if isinstance(value, str) else str(value)
+                return _cut(value if isinstance(value, str) else _safe_str(value), DETAIL_LIMIT)
     if isinstance(body, str) and body.strip():
-        return body.strip()[:500]
+        return _cut(body.strip(), 500)
     return "no detail given"
 
 
-def _short(body: Any, limit: int = 300) -> str:
-    text = repr(body)
-    return text if len(text) <= limit else text[:limit] + "..."
+def shorten(body: Any, limit: int = 300) -> str:
+    return _cut(_safe_str(body, repr), limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
+
+
+def _safe_str(value: Any, how: Any = str) -> str:
+    try:
+        return how(value)
+    except (RecursionError, ValueError):  # a deeply nested body, or an int too long to print
+        return f"<unprintable {type(value).__name__}>"
 
 
 # --- HTTP answer -> exception -----------------------------------------------------------------
@@ -234,11 +221,25 @@ def error_for_status(
             "retry: change the input image or parameters.",
             **kw,
         )
+    if status_code == 408:
+        # The server gave up waiting for the request to arrive: nothing was processed.
+        return TransportError(
+            f"Segmind timed out receiving the request (HTTP 408): {detail}. Retried.", outcome_unknown=False, **kw
+        )
+    if status_code == 501:
+        return BadRequest(f"Segmind does not implement this call (HTTP 501): {detail}. Not retried.", **kw)
     if status_code == 429:
         hint = f"; the server asks to wait {retry_after:.1f}s" if retry_after is not None else ""
         return RateLimited(f"Segmind rate limit reached (HTTP 429){hint}: {detail}.", retry_after=retry_after, **kw)
     if 500 <= status_code <= 599:
-        return ServerError(f"Segmind server error (HTTP {status_code}): {detail}. Retried with backoff.", **kw)
+        # A 503 that explains itself in JSON is the service refusing work; a 500, or a gateway's
+        # 502/504/bare 503, may come after the service already acted on the request.
+        refused = status_code == 503 and isinstance(body, Mapping)
+        return ServerError(
+            f"Segmind server error (HTTP {status_code}): {detail}. Retried with backoff.",
+            outcome_unknown=not refused,
+            **kw,
+        )
     return BadRequest(f"Segmind answered HTTP {status_code}: {detail}.", **kw)
 
 
@@ -348,11 +349,14 @@ def validate_payload(model: str, payload: Any) -> dict[str, Any]:
 
 # --- reading an answer ------------------------------------------------------------------------
 def decode_body(raw: bytes | str) -> Any:
-    """JSON when it parses, else the text: error bodies from proxies are often HTML."""
+    """JSON when it parses, else the text: error bodies from proxies are often HTML.
+
+    Deeply nested JSON (``[[[[...``) exhausts the parser's recursion: that is not an API answer either.
+    """
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 
@@ -382,7 +386,7 @@ def require_json_object(body: Any, what: str) -> dict[str, Any]:
     """A 2xx JSON endpoint that answered something else is a broken answer, never "still pending"."""
     if isinstance(body, dict):
         return body
-    raise MalformedResponse(f"Segmind answered {what} with something that is not a JSON object: {_short(body)}")
+    raise MalformedResponse(f"Segmind answered {what} with something that is not a JSON object: {shorten(body)}")
 
 
 def completed_result(body: Any, request_id: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ status and the server's detail, never the API key (the hook also registers the k
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -22,6 +24,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 __all__ = [
     "AuthenticationError",
     "BadRequest",
+    "CertificateError",
     "InferenceFailed",
     "InferenceTimeout",
     "InsecureConnection",
@@ -31,10 +34,13 @@ __all__ = [
     "ModelNotFound",
     "PollingGaveUp",
     "RateLimited",
+    "RedirectRefused",
     "RequestExpired",
     "SegmindError",
     "ServerError",
+    "SubmitOutcomeUnknown",
     "TransportError",
+    "UnreadableAnswer",
 ]
 
 
@@ -43,6 +49,10 @@ class SegmindError(AirflowException):
 
     #: Whether waiting and trying again can succeed. Hooks retry only these.
     retryable: bool = False
+    #: The request may have reached the server and been acted on (a reset or timeout after it was
+    #: sent, a body cut short, a gateway's 502/504). Harmless for a status poll; for a paid submit
+    #: it means "maybe accepted and billed", which the hooks never answer with a second POST.
+    outcome_unknown: bool = False
 
     def __init__(
         self,
@@ -51,11 +61,14 @@ class SegmindError(AirflowException):
         status_code: int | None = None,
         detail: str | None = None,
         request_id: str | None = None,
+        outcome_unknown: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.detail = detail
         self.request_id = request_id
+        if outcome_unknown is not None:
+            self.outcome_unknown = outcome_unknown
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep the keyword fields when the exception crosses a process boundary.
@@ -85,7 +98,52 @@ class InvalidParameter(PermanentSegmindError, ValueError):
 
 
 class InsecureConnection(PermanentSegmindError):
-    """The connection would send the API key in clear text to a host that is not loopback."""
+    """The connection would send the API key in clear text, or to a host it was not configured for."""
+
+
+class RedirectRefused(InsecureConnection):
+    """The API answered a redirect. Following it would send the key wherever the answer says.
+
+    ``requests`` strips only ``Authorization`` on a cross-host redirect and aiohttp strips nothing, so
+    ``x-api-key`` would go to the new host; the hooks never follow redirects on API calls.
+    """
+
+
+class CertificateError(PermanentSegmindError):
+    """TLS verification failed: retrying cannot fix a wrong or intercepted certificate."""
+
+
+class SubmitOutcomeUnknown(PermanentSegmindError):
+    """The answer to a paid submit was lost after it was sent: the job may exist and be billed.
+
+    Permanent on purpose: an automatic retry would POST again and could pay twice. The message says
+    where to look and how to resubmit deliberately (clear the task, or opt in to resubmission with
+    ``resubmit_on_unknown_outcome``).
+    """
+
+    def __init__(self, model: str, cause: SegmindError, *, console: str = "https://cloud.segmind.com/console") -> None:
+        super().__init__(
+            f"The answer to the {model} submit was lost after the request was sent ({cause}). Segmind may have "
+            f"accepted and billed the job, so it was NOT submitted again. Check the requests/usage pages of "
+            f"{console} for a {model} request made at this time before resubmitting. To submit again on purpose, "
+            "clear this task; to let the provider resubmit automatically in this situation (availability over "
+            "cost), set resubmit_on_unknown_outcome=True on the operator or in the connection's extra.",
+            status_code=cause.status_code,
+            detail=cause.detail,
+            outcome_unknown=True,
+        )
+        self.model = model
+
+    @classmethod
+    @contextlib.contextmanager
+    def guard(cls, model: str) -> Iterator[None]:
+        """Around a paid call: an error whose outcome is unknown becomes this exception."""
+        try:
+            yield
+        except SegmindError as err:
+            if err.outcome_unknown and not isinstance(err, cls):
+                raise cls(model, err) from None
+            raise
 
 
 # --- permanent HTTP answers ---------------------------------------------------------------------
@@ -155,7 +213,21 @@ class ServerError(RetryableSegmindError):
 
 
 class TransportError(RetryableSegmindError):
-    """No usable answer: connection refused or reset, read timeout, truncated body."""
+    """No usable answer: connection refused or reset, a time limit passed, a truncated body.
+
+    ``outcome_unknown`` tells "never reached the server" (refused, connect timeout) from "sent, then
+    the answer was lost" (reset, timeout after sending, a body cut short).
+    """
+
+
+class UnreadableAnswer(RetryableSegmindError):
+    """A 2xx answer that cannot be the API's: HTML from a proxy, or a body over the size cap.
+
+    Retryable (bounded) because a proxy glitch on a status poll passes; on a submit it is an unknown
+    outcome, since the server did answer 2xx.
+    """
+
+    outcome_unknown = True
 
 
 class PollingGaveUp(RetryableSegmindError):

@@ -10,9 +10,11 @@ fall back to the jittered exponential when it does not say.
 from __future__ import annotations
 
 import logging
+import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -23,11 +25,10 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    stop_before_delay,
     wait_random_exponential,
 )
 
-from airflow_provider_muscle_surge.exceptions import RateLimited, SegmindError
+from airflow_provider_muscle_surge.exceptions import InvalidParameter, RateLimited, SegmindError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,49 +48,84 @@ class RetryPolicy:
 
     @classmethod
     def from_extra(cls, extra: Mapping[str, Any]) -> RetryPolicy:
-        names = {f.name: f.type for f in fields(cls)}
-        given = {k: extra[k] for k in names if extra.get(k) not in (None, "")}
-        return cls(**{k: (int(v) if k == "max_retries" else float(v)) for k, v in given.items()})
-
-    def tenacity_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``tenacity.Retrying`` *and* ``tenacity.AsyncRetrying``."""
-        return {
-            "retry": retry_if_exception(lambda e: isinstance(e, SegmindError) and e.retryable),
-            "stop": stop_after_attempt(self.max_retries + 1) | stop_before_delay(self.max_retry_seconds),
-            "wait": self.wait_seconds,
-            "before_sleep": _log_retry,
-            "reraise": True,
+        """The policy a connection's extra asks for; a bad value is refused naming the field."""
+        defaults = cls()
+        seconds = {
+            name: positive_seconds(extra, name, getattr(defaults, name))
+            for name in ("max_retry_seconds", "initial_backoff", "max_backoff", "max_retry_after")
         }
+        retries = extra.get("max_retries")
+        if retries in (None, ""):
+            retries = defaults.max_retries
+        elif isinstance(retries, bool) or not str(retries).strip().isdigit() or int(str(retries)) > 100:
+            raise InvalidParameter("extra.max_retries", retries, "a whole number from 0 to 100")
+        return cls(max_retries=int(retries), **seconds)
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn``; retry it per this policy only once it failed retryably.
+    def call(
+        self,
+        fn: Callable[[float], T],
+        *,
+        per_attempt: float,
+        until: float | None = None,
+        resend: bool = True,
+        sleep: Callable[[float], None] | None = None,
+    ) -> T:
+        """Run ``fn(limit)``; retry it per this policy only once it failed retryably.
 
-        Tenacity's bookkeeping (a retry object and call state per call) is only built for the rare
-        call that needs it, not for every status poll of a triggerer holding thousands of jobs.
+        ``limit`` is the total time the attempt may take: ``per_attempt``, cut to what is left of
+        the call's whole budget (``max_retry_seconds`` from the first attempt, and never past
+        ``until``, an epoch time such as a trigger's deadline). Waits between attempts count too,
+        so the whole call ends within the budget. ``resend=False`` (a paid submit) never repeats an
+        attempt whose outcome is unknown (the request may have been acted on); it raises instead.
+
+        Tenacity's bookkeeping is only built for the rare call that needs it, not for every status
+        poll of a triggerer holding thousands of jobs. ``sleep`` replaces ``time.sleep`` (tests record it).
         """
+        budget = _Budget(self, per_attempt, until)
         try:
-            return fn()
+            return fn(budget.next_limit())
         except SegmindError as err:
-            if not err.retryable:
+            if not _worth_retrying(err, resend):
                 raise
             first_failure = err
-        return Retrying(**self.tenacity_kwargs())(_replay(first_failure, fn))
+        kwargs = self._tenacity_kwargs(budget, resend) | ({"sleep": sleep} if sleep else {})
+        return Retrying(**kwargs)(
+            _replay(first_failure, lambda: fn(budget.next_limit()))
+        )
 
-    async def acall(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """The asyncio twin of :meth:`call`, with the same policy."""
+    async def acall(
+        self,
+        fn: Callable[[float], Awaitable[T]],
+        *,
+        per_attempt: float,
+        until: float | None = None,
+        resend: bool = True,
+    ) -> T:
+        """The asyncio twin of :meth:`call`, with the same policy and budget."""
+        budget = _Budget(self, per_attempt, until)
         try:
-            return await fn()
+            return await fn(budget.next_limit())
         except SegmindError as err:
-            if not err.retryable:
+            if not _worth_retrying(err, resend):
                 raise
             first_failure = err
 
-        replayed = _replay(first_failure, fn)
+        replayed = _replay(first_failure, lambda: fn(budget.next_limit()))
 
         async def attempt() -> T:
             return await replayed()
 
-        return await AsyncRetrying(**self.tenacity_kwargs())(attempt)
+        return await AsyncRetrying(**self._tenacity_kwargs(budget, resend))(attempt)
+
+    def _tenacity_kwargs(self, budget: _Budget, resend: bool) -> dict[str, Any]:
+        """Keyword arguments for ``tenacity.Retrying`` *and* ``tenacity.AsyncRetrying``."""
+        return {
+            "retry": retry_if_exception(lambda e: isinstance(e, SegmindError) and _worth_retrying(e, resend)),
+            "stop": stop_after_attempt(self.max_retries + 1) | budget.stop,
+            "wait": self.wait_seconds,
+            "before_sleep": _log_retry,
+            "reraise": True,
+        }
 
     def wait_seconds(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -97,6 +133,48 @@ class RetryPolicy:
             # A little jitter on top, so many tasks released at the same reset do not collide again.
             return min(exc.retry_after, self.max_retry_after) + random.uniform(0, 0.25)
         return wait_random_exponential(multiplier=self.initial_backoff, max=self.max_backoff)(state)
+
+
+def positive_seconds(extra: Mapping[str, Any], name: str, default: float) -> float:
+    """``extra[name]`` as a positive, finite number of seconds (``default`` when unset)."""
+    value = extra.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise InvalidParameter(f"extra.{name}", value, "a positive, finite number of seconds")
+    return number
+
+
+def _worth_retrying(err: BaseException, resend: bool) -> bool:
+    return isinstance(err, SegmindError) and err.retryable and (resend or not err.outcome_unknown)
+
+
+class _Budget:
+    """The time one call (all its attempts and waits) may take, on the monotonic clock."""
+
+    #: Never start an attempt with less than this: it could not even connect.
+    MIN_ATTEMPT = 0.5
+
+    def __init__(self, policy: RetryPolicy, per_attempt: float, until: float | None) -> None:
+        total = policy.max_retry_seconds
+        if until is not None:
+            total = min(total, until - time.time())
+        self.per_attempt = per_attempt
+        self.end = time.monotonic() + max(total, self.MIN_ATTEMPT)
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def next_limit(self) -> float:
+        return max(self.MIN_ATTEMPT, min(self.per_attempt, self.remaining()))
+
+    def stop(self, state: RetryCallState) -> bool:
+        """Stop when the coming wait plus a minimal attempt would not fit in what is left."""
+        return self.remaining() - (state.upcoming_sleep or 0.0) < self.MIN_ATTEMPT
 
 
 def _replay(failure: SegmindError, fn: Callable[[], T]) -> Callable[[], T]:
@@ -130,16 +208,25 @@ def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None)
     if reset_at:
         when = _parse_time(reset_at)
         if when is not None:
-            return max(0.0, (when - now).total_seconds())
+            return _seconds_until(when, now)
     retry_after = lowered.get("retry-after")
     if retry_after:
         try:
-            return max(0.0, float(retry_after))
+            seconds = float(retry_after)
+            if seconds == seconds and seconds != float("inf"):  # not NaN, not infinite
+                return max(0.0, seconds)
         except ValueError:
             when = _parse_time(retry_after)
             if when is not None:
-                return max(0.0, (when - now).total_seconds())
+                return _seconds_until(when, now)
     return None
+
+
+def _seconds_until(when: datetime, now: datetime) -> float | None:
+    try:
+        return max(0.0, (when - now).total_seconds())
+    except (OverflowError, TypeError):
+        return None
 
 
 def _parse_time(value: str) -> datetime | None:
@@ -148,9 +235,10 @@ def _parse_time(value: str) -> datetime | None:
         if value.replace(".", "", 1).isdigit():  # epoch seconds
             return datetime.fromtimestamp(float(value), tz=timezone.utc)
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, OSError):
+        # OSError: an absurd epoch value (year 300000) fails in the platform's time conversion.
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError, OSError):
             return None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)

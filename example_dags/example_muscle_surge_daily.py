@@ -60,18 +60,16 @@ def example_muscle_surge_daily():
     @task
     def resolve_inputs() -> list[str]:
         """The day's input images: the Variable, or the emulator's samples when running locally."""
-        from urllib.parse import urlsplit
-
         from airflow.sdk import Variable
         from airflow.sdk.exceptions import AirflowFailException
 
-        from airflow_provider_muscle_surge import contract
         from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
 
         images = Variable.get(INPUTS_VARIABLE, default=None, deserialize_json=True)
         if images is None:
-            base_url = SegmindHook(CONN_ID).settings.base_url
-            if not contract.is_loopback(urlsplit(base_url).hostname or ""):
+            settings = SegmindHook(CONN_ID).settings
+            base_url = settings.base_url
+            if not settings.origin.is_loopback:
                 raise AirflowFailException(
                     f"Set the Variable {INPUTS_VARIABLE!r} to a JSON list of image URLs, e.g. "
                     f"airflow variables set {INPUTS_VARIABLE} '[\"https://example.com/athlete.png\"]'"

@@ -78,15 +78,14 @@ def example_muscle_surge_marketing():
     @task(multiple_outputs=True, retries=0)
     def validate(params: dict) -> dict:
         """Every API rule, checked before any HTTP call; a refusal fails the run at once."""
-        from urllib.parse import urlsplit
-
         from airflow_provider_muscle_surge.exceptions import InvalidParameter
         from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
 
         wanted = {k: params.get(k) for k in ("image_url", "duration", "quality", "motion_mode", "seed", "style")}
         if not wanted["image_url"]:
-            base_url = SegmindHook(CONN_ID).settings.base_url
-            if not contract.is_loopback(urlsplit(base_url).hostname or ""):
+            settings = SegmindHook(CONN_ID).settings
+            base_url = settings.base_url
+            if not settings.origin.is_loopback:
                 raise InvalidParameter("image_url", "", "required: an http(s) URL of the input image")
             wanted["image_url"] = base_url + EMULATOR_SAMPLE
         body = contract.validate_muscle_surge({k: v for k, v in wanted.items() if v is not None and v != ""})

@@ -31,6 +31,7 @@ from airflow_provider_muscle_surge.exceptions import (
     RequestExpired,
     ServerError,
     TransportError,
+    UnreadableAnswer,
 )
 from airflow_provider_muscle_surge.hooks.segmind_async import SegmindAsyncHook
 from airflow_provider_muscle_surge.polling import PollSchedule
@@ -284,10 +285,10 @@ async def test_a_503_is_retried_and_the_next_answer_is_used(monkeypatch):
     assert api.paths == ["/v2/requests/r1/status"] * 2
 
 
-async def test_a_status_answer_that_is_not_json_is_malformed(monkeypatch):
+async def test_a_proxy_page_on_a_status_poll_is_retried_as_a_glitch_then_reported(monkeypatch):
     async with local_api((200, "<html>maintenance</html>")) as api:
         use_connection(monkeypatch, api.url)
         async with SegmindAsyncHook() as hook:
-            with pytest.raises(MalformedResponse, match="not a JSON object"):
+            with pytest.raises(UnreadableAnswer, match="not JSON"):
                 await hook.get_status("r1")
-    assert api.paths == ["/v2/requests/r1/status"]
+    assert len(api.paths) == FAST_RETRY["max_retries"] + 1

@@ -20,7 +20,6 @@ from airflow_provider_muscle_surge.contract import (
     RequestStatus,
     Submission,
     check_answer,
-    check_transport,
     completed_result,
     error_for_status,
     validate_muscle_surge,
@@ -548,42 +547,6 @@ def test_completed_result_raises_inference_failed_for_a_failed_body():
 def test_completed_result_read_before_completion_is_malformed():
     with pytest.raises(MalformedResponse, match="PROCESSING"):
         completed_result({"status": "PROCESSING"}, "r1")
-
-
-# --- check_transport ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "host",
-    [
-        "https://api.segmind.com",
-        "https://10.0.0.5:8443",
-        "http://127.0.0.1:8080",
-        "http://127.9.9.9",
-        "http://[::1]:8080",
-        "http://localhost:5000",
-        "HTTP://LOCALHOST:5000",
-    ],
-)
-def test_https_anywhere_and_plain_http_on_loopback_are_allowed(host):
-    check_transport(host)  # no exception
-
-
-@pytest.mark.parametrize(
-    "host", ["http://api.segmind.com", "http://10.0.0.5:8080", "http://localhost.evil.example", "http://[2001:db8::1]"]
-)
-def test_plain_http_to_a_remote_host_is_refused_with_a_clear_message(host):
-    with pytest.raises(InsecureConnection) as excinfo:
-        check_transport(host)
-    message = str(excinfo.value)
-    assert "plain http://" in message
-    assert "https://" in message
-    assert "loopback" in message
-    assert isinstance(excinfo.value, AirflowFailException)
-
-
-@pytest.mark.parametrize("host", ["ftp://api.segmind.com", "ws://127.0.0.1:8080", "api.segmind.com", ""])
-def test_other_schemes_are_refused(host):
-    with pytest.raises(InsecureConnection, match="must start with https://"):
-        check_transport(host)
 
 
 # --- exceptions cross process boundaries intact ----------------------------------------------------------------

@@ -435,12 +435,21 @@ def test_a_submit_answer_without_a_request_id_is_malformed(monkeypatch):
         assert len(rsps.calls) == 1
 
 
-def test_a_status_answer_that_is_not_a_json_object_is_malformed(monkeypatch):
+def test_a_status_answer_that_is_a_json_list_is_malformed(monkeypatch):
     use_connection(monkeypatch, MOCK_HOST)
     with responses.RequestsMock() as rsps:
-        rsps.get(f"{MOCK_HOST}/v2/requests/r1/status", body="<html>maintenance page</html>")
+        rsps.get(f"{MOCK_HOST}/v2/requests/r1/status", json=["QUEUED"])
         with pytest.raises(MalformedResponse, match="not a JSON object"):
             SegmindHook().get_status("r1")
+
+
+def test_a_proxy_page_on_a_status_poll_is_a_bounded_transient_glitch(monkeypatch):
+    use_connection(monkeypatch, MOCK_HOST)
+    with responses.RequestsMock() as rsps:
+        page = rsps.get(f"{MOCK_HOST}/v2/requests/r1/status", body="<html>maintenance page</html>")
+        ok = rsps.get(f"{MOCK_HOST}/v2/requests/r1/status", json={"status": "QUEUED"})
+        assert SegmindHook().get_status("r1") == {"status": "QUEUED"}
+        assert (page.call_count, ok.call_count) == (1, 1)
 
 
 # --- v1 and uploads -----------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from tenacity import Retrying
 
 from airflow_provider_muscle_surge.exceptions import (
     AuthenticationError,
@@ -145,10 +144,10 @@ class Flaky:
         return "ok"
 
 
-def run(policy: RetryPolicy, call: Flaky) -> tuple[Any, list[float]]:
+def run(policy: RetryPolicy, call: Flaky, *, resend: bool = True) -> tuple[Any, list[float]]:
     """Run ``call`` under the policy; return its result and the waits tenacity asked to sleep."""
     slept: list[float] = []
-    result = Retrying(sleep=slept.append, **policy.tenacity_kwargs())(call)
+    result = policy.call(lambda limit: call(), per_attempt=30.0, resend=resend, sleep=slept.append)
     return result, slept
 
 
@@ -216,12 +215,9 @@ def test_attempts_stop_after_max_retries_and_the_last_error_itself_is_raised():
 
 def test_a_server_wait_beyond_the_retry_budget_gives_up_instead_of_sleeping():
     call = Flaky(rate_limited(30.0))
-    slept: list[float] = []
-    policy = RetryPolicy(max_retry_seconds=5.0, max_retry_after=60.0)
     with pytest.raises(RateLimited):
-        Retrying(sleep=slept.append, **policy.tenacity_kwargs())(call)
+        _, slept = run(RetryPolicy(max_retry_seconds=5.0, max_retry_after=60.0), call)
     assert call.calls == 1
-    assert slept == []
 
 
 def test_each_retry_is_logged_with_the_attempt_and_the_wait(caplog):
@@ -251,14 +247,14 @@ QUICK = RetryPolicy(max_retries=2, initial_backoff=0.001, max_backoff=0.002)
 
 def test_call_counts_the_first_failure_as_attempt_one_of_the_policy() -> None:
     calls, fn = _flaky(failures=2)
-    assert QUICK.call(fn) == "ok"
+    assert QUICK.call(lambda limit: fn(), per_attempt=5.0) == "ok"
     assert len(calls) == 3
 
 
 def test_call_gives_up_after_max_retries_plus_one_attempts() -> None:
     calls, fn = _flaky(failures=10)
     with pytest.raises(ServerError):
-        QUICK.call(fn)
+        QUICK.call(lambda limit: fn(), per_attempt=5.0)
     assert len(calls) == QUICK.max_retries + 1
 
 
@@ -270,26 +266,93 @@ def test_call_does_not_retry_a_permanent_error() -> None:
         raise BadRequest("Segmind rejected the request (HTTP 400)", status_code=400)
 
     with pytest.raises(BadRequest):
-        QUICK.call(fn)
+        QUICK.call(lambda limit: fn(), per_attempt=5.0)
     assert len(calls) == 1
 
 
 async def test_acall_retries_like_call() -> None:
     calls, fn = _flaky(failures=2)
 
-    async def afn() -> str:
+    async def afn(limit: float) -> str:
         return fn()
 
-    assert await QUICK.acall(afn) == "ok"
+    assert await QUICK.acall(afn, per_attempt=5.0) == "ok"
     assert len(calls) == 3
 
 
 async def test_acall_gives_up_after_max_retries_plus_one_attempts() -> None:
     calls, fn = _flaky(failures=10)
 
-    async def afn() -> str:
+    async def afn(limit: float) -> str:
         return fn()
 
     with pytest.raises(ServerError):
-        await QUICK.acall(afn)
+        await QUICK.acall(afn, per_attempt=5.0)
     assert len(calls) == QUICK.max_retries + 1
+
+
+# --- never resend a call whose outcome is unknown; the budget covers attempts and waits -----------------
+def test_a_call_that_must_not_be_resent_is_not_retried_when_its_outcome_is_unknown():
+    call = Flaky(TransportError("reset after sending", outcome_unknown=True))
+    with pytest.raises(TransportError):
+        run(RetryPolicy(), call, resend=False)
+    assert call.calls == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransportError("connection refused", outcome_unknown=False),
+        rate_limited(0.0),
+        ServerError("HTTP 503", status_code=503, outcome_unknown=False),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_call_that_must_not_be_resent_is_still_retried_when_it_was_not_accepted(error):
+    result, _ = run(RetryPolicy(initial_backoff=0.001), Flaky(error), resend=False)
+    assert result == "ok"
+
+
+def test_every_attempt_gets_only_what_is_left_of_the_calls_budget():
+    import time
+
+    limits: list[float] = []
+
+    def slow_failure(limit: float) -> str:
+        limits.append(limit)
+        time.sleep(limit)  # an answer that drips until the attempt's limit
+        raise TransportError("cut at the limit", outcome_unknown=False)
+
+    policy = RetryPolicy(max_retries=50, max_retry_seconds=1.5, initial_backoff=0.001)
+    with pytest.raises(TransportError):
+        policy.call(slow_failure, per_attempt=1.0)
+    assert limits[0] == 1.0
+    assert sum(limits) <= 1.5 + 0.5  # the budget, plus at most one minimal attempt
+
+
+def test_a_deadline_already_past_leaves_one_minimal_attempt_and_no_retry():
+    import time
+
+    limits: list[float] = []
+
+    def failing(limit: float) -> str:
+        limits.append(limit)
+        raise TransportError("refused", outcome_unknown=False)
+
+    with pytest.raises(TransportError):
+        RetryPolicy().call(failing, per_attempt=30.0, until=time.time() - 10)
+    assert limits == [0.5]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-rate-limit-reset-at-utc": "99999999999999"},  # year ~3 million: OSError/OverflowError inside
+        {"x-rate-limit-reset-at-utc": "9" * 400},
+        {"Retry-After": "inf"},
+        {"Retry-After": "nan"},
+        {"Retry-After": "Sun, 01 Jun 99999 12:00:30 GMT"},
+    ],
+)
+def test_absurd_rate_limit_headers_give_no_hint_instead_of_an_exception(headers):
+    assert retry_after_seconds(headers, NOW) is None

@@ -1,8 +1,11 @@
 """SegmindHook: the blocking client used in workers, built on the http provider's HttpHook.
 
-What it adds to HttpHook: the ``x-api-key`` header instead of basic auth, the plain-http
-refusal, the contract's error mapping, retries that honour the rate-limit headers, and the
-v2 submit/poll/result cycle driven by the shared :class:`~airflow_provider_muscle_surge.polling.Watch`.
+What it adds to HttpHook: the ``x-api-key`` header instead of basic auth, one URL check for every
+address that receives the key, no redirects on API calls, a total time limit per call and per
+retry budget (not per socket read), capped and key-redacted answers, the contract's error map,
+retries that honour the rate-limit headers and never repeat a paid submit whose outcome is
+unknown, and the v2 submit/poll/result cycle driven by the shared
+:class:`~airflow_provider_muscle_surge.polling.Watch`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import mimetypes
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,15 +26,19 @@ from typing import TYPE_CHECKING, Any
 import requests
 from airflow.providers.http.hooks.http import HttpHook
 
-from airflow_provider_muscle_surge import contract
+from airflow_provider_muscle_surge import answers, contract
+from airflow_provider_muscle_surge.answers import MAX_ANSWER_BYTES, RawAnswer
 from airflow_provider_muscle_surge.exceptions import (
     AuthenticationError,
+    CertificateError,
     MalformedResponse,
     RequestExpired,
     SegmindError,
+    SubmitOutcomeUnknown,
     TransportError,
 )
 from airflow_provider_muscle_surge.hooks.settings import DEFAULT_CONN_ID, SegmindSettings
+from airflow_provider_muscle_surge.hooks.time_limit import TimeLimit, time_limited_session
 from airflow_provider_muscle_surge.polling import PollSchedule, Step, Watch
 
 if TYPE_CHECKING:
@@ -39,17 +46,15 @@ if TYPE_CHECKING:
 
 #: Outputs larger than this are refused: a muscle-surge MP4 is a few MB; 2 GiB means a wrong URL.
 DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 1024**3
+#: v1 answers the video itself, held in memory: a muscle-surge MP4 is a few MB.
+MAX_SYNC_OUTPUT_BYTES = 512 * 1024**2
 #: v1 blocks until the model is done; the docs say fine only for jobs well under ~600 s.
-SYNC_READ_TIMEOUT = 600.0
+SYNC_TIME_LIMIT = 600.0
 CONNECT_TIMEOUT = 10.0
-#: "No usable answer": refused/reset connections, timeouts, and a body cut short (requests raises
-#: ChunkedEncodingError for a truncated body, which is not a ConnectionError).
-_NO_ANSWER = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
+#: A download may take the connection's ``timeout`` plus one second per this many bytes received:
+#: a healthy transfer of any size finishes, one that drips is cut.
+MIN_DOWNLOAD_BYTES_PER_SECOND = 64 * 1024
+_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,12 +69,64 @@ class SavedFile:
         return asdict(self)
 
 
+def transport_error(err: requests.RequestException, url: str, limit: TimeLimit) -> SegmindError:
+    """What a ``requests`` failure means for the caller: refused, cut by the limit, lost, or bad TLS."""
+    name = type(err).__name__
+    if limit.expired:
+        return TransportError(
+            f"Segmind at {url} did not answer completely within the time limit of one call "
+            "(a stalled or dripping answer); the request may have been received.",
+            outcome_unknown=True,
+        )
+    text = str(err)
+    if isinstance(err, requests.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in text.upper():
+        return CertificateError(
+            f"TLS certificate verification failed for {url}: {contract.shorten(text)}. Not retried: check the "
+            "connection's host, or a proxy that intercepts TLS."
+        )
+    if isinstance(err, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)) or _never_connected(err):
+        return TransportError(
+            f"could not connect to Segmind at {url} ({name}); nothing was sent", outcome_unknown=False
+        )
+    return TransportError(
+        f"the answer from Segmind at {url} was lost after the request was sent ({name})", outcome_unknown=True
+    )
+
+
+def _never_connected(err: BaseException) -> bool:
+    """True when the connection was refused or the name did not resolve: the request never left."""
+    from urllib3.exceptions import NewConnectionError
+
+    seen: list[BaseException] = []
+    todo: list[Any] = [err]
+    while todo and len(seen) < 10:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or item in seen:
+            continue
+        if isinstance(item, NewConnectionError):
+            return True
+        seen.append(item)
+        todo.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
+    return False
+
+
+def _read_capped(chunks: Iterator[bytes], max_bytes: int) -> tuple[bytes, bool]:
+    """At most ``max_bytes`` of a body, and whether that was all of it."""
+    content = bytearray()
+    for chunk in chunks:
+        content += chunk
+        if len(content) > max_bytes:
+            return bytes(content[:max_bytes]), False
+    return bytes(content), True
+
+
 class SegmindHook(HttpHook):
     """Talk to the Segmind API (or the bundled emulator) from a worker.
 
     :param segmind_conn_id: a connection of type ``segmind``: API key in the password field,
         host defaulting to ``https://api.segmind.com``. Extra (all optional): ``max_retries``,
-        ``max_retry_seconds``, ``timeout``, ``upload_url``, ``poll`` (PollSchedule overrides).
+        ``max_retry_seconds``, ``timeout``, ``upload_url``, ``poll`` (PollSchedule overrides),
+        ``resubmit_on_unknown_outcome``.
     """
 
     conn_name_attr = "segmind_conn_id"
@@ -90,13 +147,13 @@ class SegmindHook(HttpHook):
     def get_conn(
         self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
     ) -> requests.Session:
-        """A keep-alive session carrying the key header; the connection's extra is *not* sent as headers.
+        """A keep-alive, time-limited session carrying the key header; the extra is *not* sent as headers.
 
         HttpHook would turn every extra key into a header and the password into basic auth;
         neither is right for Segmind, so only its adapter mounting is reused.
         """
         self.base_url = self.settings.base_url
-        session = self._configure_session_from_mount_adapters(requests.Session())
+        session = self._configure_session_from_mount_adapters(time_limited_session())
         session.headers.update(self.settings.headers)
         if headers:
             session.headers.update(headers)
@@ -106,62 +163,113 @@ class SegmindHook(HttpHook):
     def session(self) -> requests.Session:
         return self.get_conn()
 
-    def _url(self, path: str) -> str:
-        return path if "://" in path else self.settings.base_url + path
+    @cached_property
+    def _download_session(self) -> requests.Session:
+        """Output URLs are pre-signed or public: no key goes to whatever host serves them."""
+        return time_limited_session()
 
     # --- one call, with retries -----------------------------------------------------------------------
     def _call(
         self,
         method: str,
-        path: str,
+        url: str,
         *,
         json: Any = None,
         request_id: str | None = None,
         failed_is_answer: bool = False,
-        read_timeout: float | None = None,
-        raw: bool = False,
+        time_limit: float | None = None,
+        binary: bool = False,
+        max_bytes: int = MAX_ANSWER_BYTES,
+        resend: bool = True,
     ) -> Any:
-        """One API call: retried per the connection's policy, mapped to the contract's exceptions."""
-        url = self._url(path)
-        timeout = (CONNECT_TIMEOUT, read_timeout or self.settings.timeout)
+        """One API call: each attempt time-limited as a whole, retried per the connection's policy."""
+        settings = self.settings
 
-        def attempt() -> Any:
-            try:
-                response = self.session.request(method, url, json=json, timeout=timeout)
-                content = response.content
-            except _NO_ANSWER as err:
-                raise TransportError(f"no answer from Segmind at {url}: {type(err).__name__}") from None
-            ok = 200 <= response.status_code < 300
-            body = content if (raw and ok) else contract.decode_body(content)
-            return contract.check_answer(
-                response.status_code, body, response.headers, request_id=request_id, failed_is_answer=failed_is_answer
+        def attempt(limit: float) -> Any:
+            with TimeLimit(limit) as clock:
+                try:
+                    response = self.session.request(
+                        method,
+                        url,
+                        json=json,
+                        timeout=(min(CONNECT_TIMEOUT, limit), limit),
+                        allow_redirects=False,
+                        stream=True,
+                    )
+                    with response:
+                        content, complete = _read_capped(response.iter_content(_CHUNK), max_bytes)
+                except requests.RequestException as err:
+                    raise transport_error(err, url, clock) from None
+                if clock.expired:  # the shutdown may read as a clean end of a body without a length
+                    raise transport_error(requests.exceptions.ReadTimeout(), url, clock)
+            answer = RawAnswer(response.status_code, response.headers, content, complete)
+            return answers.interpret(
+                answer,
+                url=url,
+                api_key=settings.api_key,
+                request_id=request_id,
+                failed_is_answer=failed_is_answer,
+                binary=binary,
             )
 
-        return self.settings.retry.call(attempt)
+        return settings.retry.call(attempt, per_attempt=time_limit or settings.timeout, resend=resend)
 
     # --- the API ---------------------------------------------------------------------------------------
-    def run_sync(self, model: str, payload: dict[str, Any]) -> bytes:
-        """v1: one blocking call that answers the output itself (MP4 for muscle-surge, image bytes otherwise)."""
-        body = contract.validate_payload(model, payload)
-        return self._call("POST", contract.v1_path(model), json=body, read_timeout=SYNC_READ_TIMEOUT, raw=True)
+    def run_sync(
+        self, model: str, payload: dict[str, Any], *, resubmit_on_unknown_outcome: bool | None = None
+    ) -> bytes:
+        """v1: one blocking call that answers the output itself (MP4 for muscle-surge, image bytes otherwise).
 
-    def submit(self, model: str, payload: dict[str, Any]) -> contract.Submission:
-        """v2 submit: validated first (a refused parameter costs nothing), billed once accepted."""
+        Billed like a submit, so a lost answer is never followed by a second POST unless opted in.
+        """
         body = contract.validate_payload(model, payload)
-        answer = self._call("POST", contract.v2_submit_path(model), json=body)
-        submission = contract.Submission.parse(answer)
+        with SubmitOutcomeUnknown.guard(model):
+            return self._call(
+                "POST",
+                self.settings.url(contract.v1_path(model)),
+                json=body,
+                time_limit=SYNC_TIME_LIMIT,
+                binary=True,
+                max_bytes=MAX_SYNC_OUTPUT_BYTES,
+                resend=self._resend(resubmit_on_unknown_outcome),
+            )
+
+    def submit(
+        self, model: str, payload: dict[str, Any], *, resubmit_on_unknown_outcome: bool | None = None
+    ) -> contract.Submission:
+        """v2 submit: validated first (a refused parameter costs nothing), billed once accepted.
+
+        At most one accepted submit per call: an answer lost after sending raises
+        :class:`SubmitOutcomeUnknown` instead of posting again, unless ``resubmit_on_unknown_outcome``
+        (or the connection extra of that name) says availability matters more than cost.
+        """
+        body = contract.validate_payload(model, payload)
+        with SubmitOutcomeUnknown.guard(model):
+            answer = self._call(
+                "POST",
+                self.settings.url(contract.v2_submit_path(model)),
+                json=body,
+                resend=self._resend(resubmit_on_unknown_outcome),
+            )
+        submission = self.settings.pin(contract.Submission.parse(answer))
         self.log.info("Submitted %s request %s", model, submission.request_id)
         return submission
 
+    def _resend(self, override: bool | None) -> bool:
+        return self.settings.resubmit_on_unknown_outcome if override is None else bool(override)
+
     def get_status(self, request_id: str) -> dict[str, Any]:
         """The status body; a FAILED request is returned (its 422 is an answer, not an error)."""
-        body = self._call("GET", contract.status_path(request_id), request_id=request_id, failed_is_answer=True)
+        url = self.settings.url(contract.status_path(request_id))
+        body = self._call("GET", url, request_id=request_id, failed_is_answer=True)
         return contract.require_json_object(body, f"the status of {request_id}")
 
     def get_result(self, request_id: str) -> dict[str, Any]:
         """The final body of a COMPLETED request (``output``, ``metrics``); raises on FAILED."""
-        body = self._call("GET", contract.result_path(request_id), request_id=request_id, failed_is_answer=True)
-        return contract.completed_result(body, request_id)
+        url = self.settings.url(contract.result_path(request_id))
+        return contract.completed_result(
+            self._call("GET", url, request_id=request_id, failed_is_answer=True), request_id
+        )
 
     def wait_for_request(
         self,
@@ -175,6 +283,7 @@ class SegmindHook(HttpHook):
         """Block until the request is terminal; return its result body (COMPLETED) or raise.
 
         Polls on ``schedule`` (default: the model's, with the connection's ``poll`` extra on top).
+        The deadline holds during a status call too (see ``SegmindAsyncHook.wait_for_request``).
         """
         from airflow_provider_muscle_surge.hooks.segmind_async import SegmindAsyncHook
 
@@ -201,8 +310,10 @@ class SegmindHook(HttpHook):
 
         Results expire after 1 hour, so callers save them as soon as a job completes. The bytes
         go to a temporary sibling first and are renamed into place only when complete, so a
-        crash never leaves a truncated video under the final name. ``destination`` may be a
-        local path or any ``ObjectStoragePath`` (``file://``, ``s3://`` ...).
+        crash never leaves a truncated video under the final name; temporary files a killed
+        download left for the same destination are removed first. Bounded in size and in time:
+        the connection's ``timeout`` plus one second per ``MIN_DOWNLOAD_BYTES_PER_SECOND`` received.
+        ``destination`` may be a local path or any ``ObjectStoragePath`` (``file://``, ``s3://`` ...).
         """
         from airflow.sdk import ObjectStoragePath
 
@@ -212,50 +323,48 @@ class SegmindHook(HttpHook):
             else ObjectStoragePath(Path(destination).absolute().as_uri())
         )
         dest.parent.mkdir(parents=True, exist_ok=True)
+        for stale in dest.parent.glob(f".{dest.name}.*.part"):
+            stale.unlink(missing_ok=True)
         tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.part"
-        digest, size = hashlib.sha256(), 0
-        # Output URLs are pre-signed/public: the key is not sent to whatever host serves them.
-        with self._stream(url) as response:
-            try:
-                with tmp.open("wb") as out:
-                    for chunk in response.iter_content(chunk_size=1 << 20):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise MalformedResponse(f"output at {url} is larger than {max_bytes} bytes; refused")
-                        digest.update(chunk)
-                        out.write(chunk)
-                tmp.rename(dest)
-            except _NO_ANSWER as err:
-                tmp.unlink(missing_ok=True)
-                raise TransportError(f"download of {url} broke off after {size} bytes: {type(err).__name__}") from None
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        saved = SavedFile(path=str(dest), bytes=size, sha256=digest.hexdigest())
+        try:
+            saved = self.settings.retry.call(
+                lambda limit: self._download_once(url, tmp, limit, max_bytes), per_attempt=self.settings.timeout
+            )
+            tmp.rename(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        saved = SavedFile(path=str(dest), bytes=saved.bytes, sha256=saved.sha256)
         self.log.info("Saved %s (%d bytes, sha256 %s)", saved.path, saved.bytes, saved.sha256[:12])
         return saved
 
-    def _stream(self, url: str) -> requests.Response:
-        def attempt() -> requests.Response:
+    def _download_once(self, url: str, tmp: ObjectStoragePath, limit: float, max_bytes: int) -> SavedFile:
+        digest, size = hashlib.sha256(), 0
+        started = time.monotonic()
+        with TimeLimit(limit) as clock:
             try:
-                response = requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, self.settings.timeout))
-            except _NO_ANSWER as err:
-                raise TransportError(f"could not download {url}: {type(err).__name__}") from None
-            if response.status_code != 200:
-                body = contract.decode_body(response.content)
-                response.close()
-                if response.status_code in (403, 404, 410):
-                    # Output URLs are not API endpoints: "not found" here means the file is gone.
-                    raise RequestExpired(
-                        f"the output at {url} is gone (HTTP {response.status_code}); outputs expire, so save "
-                        "them as soon as the job completes (set output_path)",
-                        status_code=response.status_code,
-                    )
-                contract.check_answer(response.status_code, body, response.headers)
-                raise MalformedResponse(f"download of {url} answered HTTP {response.status_code}")
-            return response
-
-        return self.settings.retry.call(attempt)
+                response = self._download_session.get(
+                    url, stream=True, timeout=(min(CONNECT_TIMEOUT, limit), limit), allow_redirects=True
+                )
+                with response:
+                    if response.status_code != 200:
+                        content, complete = _read_capped(response.iter_content(_CHUNK), MAX_ANSWER_BYTES)
+                        _refuse_download(url, RawAnswer(response.status_code, response.headers, content, complete))
+                    with tmp.open("wb") as out:
+                        for chunk in response.iter_content(_CHUNK):
+                            size += len(chunk)
+                            if size > max_bytes:
+                                raise MalformedResponse(f"output at {url} is larger than {max_bytes} bytes; refused")
+                            digest.update(chunk)
+                            out.write(chunk)
+                            clock.extend_until(started + limit + size / MIN_DOWNLOAD_BYTES_PER_SECOND)
+            except requests.RequestException as err:
+                cause = transport_error(err, url, clock)
+                if not isinstance(cause, TransportError):
+                    raise cause from None
+                raise TransportError(f"download of {url} broke off after {size} bytes: {cause}") from None
+            if clock.expired:
+                raise transport_error(requests.exceptions.ReadTimeout(), url, clock)
+        return SavedFile(path=str(tmp), bytes=size, sha256=digest.hexdigest())
 
     def upload(self, data: bytes | str | os.PathLike[str], content_type: str | None = None) -> str:
         """Upload an image (bytes or a file) and return a URL the API accepts as ``image_url``.
@@ -267,12 +376,13 @@ class SegmindHook(HttpHook):
         else:
             raw, guessed = Path(data).read_bytes(), content_type or mimetypes.guess_type(str(data))[0] or "image/png"
         data_url = f"data:{guessed};base64,{base64.b64encode(raw).decode()}"
+        # Not billed: a lost answer may leave an orphan file behind, never a charge, so it is retried.
         answer = contract.require_json_object(
             self._call("POST", self.settings.upload_url, json={"data_urls": [data_url]}), "the upload"
         )
         urls = answer.get("file_urls")
         if not (isinstance(urls, list) and urls and isinstance(urls[0], str)):
-            raise MalformedResponse(f"upload answered without file_urls: {answer!r}"[:300])
+            raise MalformedResponse(f"upload answered without file_urls: {contract.shorten(answer)}")
         return urls[0]
 
     def test_connection(self) -> tuple[bool, str]:
@@ -291,3 +401,16 @@ class SegmindHook(HttpHook):
         except SegmindError as err:
             return False, str(err)
         return True, f"Connection works: {self.settings.base_url} answered."
+
+
+def _refuse_download(url: str, answer: RawAnswer) -> None:
+    """Raise for a download that did not answer 200 (outputs are not API endpoints: no key, no map)."""
+    if answer.status in (403, 404, 410):
+        # "Not found" here means the file is gone.
+        raise RequestExpired(
+            f"the output at {url} is gone (HTTP {answer.status}); outputs expire, so save "
+            "them as soon as the job completes (set output_path)",
+            status_code=answer.status,
+        )
+    answers.interpret(answer, url=url, api_key=None)
+    raise MalformedResponse(f"download of {url} answered HTTP {answer.status}")

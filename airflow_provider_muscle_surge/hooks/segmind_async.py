@@ -18,10 +18,21 @@ from typing import Any
 import aiohttp
 from airflow.sdk import BaseHook
 
-from airflow_provider_muscle_surge import contract
-from airflow_provider_muscle_surge.exceptions import TransportError
+from airflow_provider_muscle_surge import answers, contract
+from airflow_provider_muscle_surge.answers import MAX_ANSWER_BYTES, RawAnswer
+from airflow_provider_muscle_surge.exceptions import (
+    CertificateError,
+    InferenceTimeout,
+    SegmindError,
+    SubmitOutcomeUnknown,
+    TransportError,
+)
 from airflow_provider_muscle_surge.hooks.settings import DEFAULT_CONN_ID, SegmindSettings
 from airflow_provider_muscle_surge.polling import PollSchedule, Step, Watch
+
+CONNECT_TIMEOUT = 10.0
+#: How long the final status call at the deadline may take: the wait ends by deadline + this.
+LAST_LOOK_SECONDS = 5.0
 
 
 class SegmindAsyncHook(BaseHook):
@@ -46,10 +57,8 @@ class SegmindAsyncHook(BaseHook):
 
     async def __aenter__(self) -> SegmindAsyncHook:
         settings = await self.get_settings()
-        self._session = aiohttp.ClientSession(
-            headers=settings.headers,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=settings.timeout),
-        )
+        # Time limits are set per call (a total per attempt, see ``_call``), not per socket read.
+        self._session = aiohttp.ClientSession(headers=settings.headers, timeout=aiohttp.ClientTimeout(total=None))
         return self
 
     async def __aexit__(
@@ -60,37 +69,68 @@ class SegmindAsyncHook(BaseHook):
             self._session = None
 
     async def _call(
-        self, method: str, path: str, *, request_id: str | None = None, json: Any = None, failed_is_answer: bool = False
+        self,
+        method: str,
+        url: str,
+        *,
+        request_id: str | None = None,
+        json: Any = None,
+        failed_is_answer: bool = False,
+        until: float | None = None,
+        resend: bool = True,
     ) -> Any:
+        """One API call, as in the sync hook: each attempt limited in total time, no redirects, capped body."""
         if self._session is None:
             raise RuntimeError("use SegmindAsyncHook inside 'async with': it owns one HTTP session per block")
         settings = await self.get_settings()
-        url = path if "://" in path else settings.base_url + path
         session = self._session
 
-        async def attempt() -> Any:
+        async def fetch(limit: float) -> RawAnswer:
+            timeout = aiohttp.ClientTimeout(total=limit, sock_connect=min(CONNECT_TIMEOUT, limit))
+            async with session.request(method, url, json=json, allow_redirects=False, timeout=timeout) as response:
+                content = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    content += chunk
+                    if len(content) > MAX_ANSWER_BYTES:
+                        break
+                complete = len(content) <= MAX_ANSWER_BYTES
+                return RawAnswer(response.status, response.headers, bytes(content[:MAX_ANSWER_BYTES]), complete)
+
+        async def attempt(limit: float) -> Any:
             try:
-                async with session.request(method, url, json=json) as response:
-                    raw = await response.read()
-                    status, headers = response.status, response.headers
-            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-                raise TransportError(f"no answer from Segmind at {url}: {type(err).__name__}") from None
-            return contract.check_answer(
-                status, contract.decode_body(raw), headers, request_id=request_id, failed_is_answer=failed_is_answer
+                # wait_for on top of aiohttp's own total: the bound holds whatever phase the call is in.
+                answer = await asyncio.wait_for(fetch(limit), timeout=limit + 0.5)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+                raise transport_error(err, url) from None
+            return answers.interpret(
+                answer, url=url, api_key=settings.api_key, request_id=request_id, failed_is_answer=failed_is_answer
             )
 
-        return await settings.retry.acall(attempt)
+        return await settings.retry.acall(attempt, per_attempt=settings.timeout, until=until, resend=resend)
 
-    async def submit(self, model: str, payload: dict[str, Any]) -> contract.Submission:
+    async def submit(
+        self, model: str, payload: dict[str, Any], *, resubmit_on_unknown_outcome: bool | None = None
+    ) -> contract.Submission:
+        """v2 submit with the sync hook's rule: an unknown outcome is never posted again unless opted in."""
+        settings = await self.get_settings()
         body = contract.validate_payload(model, payload)
-        return contract.Submission.parse(await self._call("POST", contract.v2_submit_path(model), json=body))
+        resend = (
+            settings.resubmit_on_unknown_outcome if resubmit_on_unknown_outcome is None else resubmit_on_unknown_outcome
+        )
+        with SubmitOutcomeUnknown.guard(model):
+            answer = await self._call("POST", settings.url(contract.v2_submit_path(model)), json=body, resend=resend)
+        return settings.pin(contract.Submission.parse(answer))
 
-    async def get_status(self, request_id: str) -> dict[str, Any]:
-        body = await self._call("GET", contract.status_path(request_id), request_id=request_id, failed_is_answer=True)
+    async def get_status(self, request_id: str, *, until: float | None = None) -> dict[str, Any]:
+        settings = await self.get_settings()
+        url = settings.url(contract.status_path(request_id))
+        body = await self._call("GET", url, request_id=request_id, failed_is_answer=True, until=until)
         return contract.require_json_object(body, f"the status of {request_id}")
 
-    async def get_result(self, request_id: str) -> dict[str, Any]:
-        body = await self._call("GET", contract.result_path(request_id), request_id=request_id, failed_is_answer=True)
+    async def get_result(self, request_id: str, *, until: float | None = None) -> dict[str, Any]:
+        settings = await self.get_settings()
+        url = settings.url(contract.result_path(request_id))
+        body = await self._call("GET", url, request_id=request_id, failed_is_answer=True, until=until)
         return contract.completed_result(body, request_id)
 
     async def wait_for_request(
@@ -102,13 +142,48 @@ class SegmindAsyncHook(BaseHook):
         schedule: PollSchedule,
         on_step: Callable[[Step, Watch], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until terminal on the shared :class:`Watch`; return the COMPLETED result body."""
+        """Poll until terminal on the shared :class:`Watch`; return the COMPLETED result body.
+
+        The deadline holds during a call as well as between polls: every call (and its retries)
+        must end by ``deadline + LAST_LOOK_SECONDS``, the time the final look at the deadline may
+        take. A call still failing past the deadline ends the wait with ``InferenceTimeout``.
+        """
         watch = Watch(request_id=request_id, submitted_at=submitted_at, deadline=deadline, schedule=schedule)
+        until = deadline + LAST_LOOK_SECONDS
         await asyncio.sleep(watch.first_delay(time.time()))
         while True:
-            step = watch.step(await self.get_status(request_id))
-            if on_step:
-                on_step(step, watch)
-            if step.done:
-                return await self.get_result(request_id)
+            try:
+                step = watch.step(await self.get_status(request_id, until=until))
+                if on_step:
+                    on_step(step, watch)
+                if step.done:
+                    return await self.get_result(request_id, until=max(until, time.time() + LAST_LOOK_SECONDS))
+            except SegmindError as err:
+                if err.retryable and time.time() >= deadline:
+                    last = watch.last_status.value if watch.last_status else None
+                    raise InferenceTimeout(request_id, time.time() - submitted_at, last) from None
+                raise
             await asyncio.sleep(step.delay or 0.0)
+
+
+def transport_error(err: BaseException, url: str) -> SegmindError:
+    """What an aiohttp failure means: refused before sending, cut by the time limit, lost, or bad TLS."""
+    name = type(err).__name__
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        return CertificateError(
+            f"TLS certificate verification failed for {url}: {contract.shorten(str(err))}. Not retried: check the "
+            "connection's host, or a proxy that intercepts TLS."
+        )
+    if isinstance(err, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return TransportError(
+            f"could not connect to Segmind at {url} ({name}); nothing was sent", outcome_unknown=False
+        )
+    if isinstance(err, asyncio.TimeoutError):
+        return TransportError(
+            f"Segmind at {url} did not answer completely within the time limit of one call "
+            "(a stalled or dripping answer); the request may have been received.",
+            outcome_unknown=True,
+        )
+    return TransportError(
+        f"the answer from Segmind at {url} was lost after the request was sent ({name})", outcome_unknown=True
+    )

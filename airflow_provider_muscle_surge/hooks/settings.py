@@ -1,34 +1,40 @@
 """Reading a ``segmind`` Airflow connection: shared by the sync and the async hook.
 
-Both hooks must agree on the base URL, the key, the retry bounds and the plain-http refusal,
-so the translation from a Connection lives here once.
+Both hooks must agree on the base URL, the key, the retry bounds and the URL policy, so the
+translation from a Connection lives here once. Every setting is checked here, before any call:
+a bad one is refused with the setting's name, never discovered after a paid submit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_muscle_surge.contract import DEFAULT_HOST, check_transport, upload_url_for
-from airflow_provider_muscle_surge.exceptions import AuthenticationError
-from airflow_provider_muscle_surge.retry import RetryPolicy
+from airflow_provider_muscle_surge.contract import DEFAULT_HOST, Submission, result_path, status_path, upload_url_for
+from airflow_provider_muscle_surge.exceptions import AuthenticationError, InvalidParameter
+from airflow_provider_muscle_surge.retry import RetryPolicy, positive_seconds
+from airflow_provider_muscle_surge.urls import Origin, checked_url, origin_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
 DEFAULT_CONN_ID = "segmind_default"
+#: Total seconds one HTTP call may take (connect, headers and body), not per socket read.
 DEFAULT_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
 class SegmindSettings:
     base_url: str
+    origin: Origin
     api_key: str = field(repr=False)
     upload_url: str
     retry: RetryPolicy
     timeout: float
     #: Overrides for the polling schedule (``PollSchedule`` field names), from the extra ``poll``.
     poll: dict[str, Any]
+    #: Resubmit when a submit's answer is lost after sending (may pay twice). Off unless opted in.
+    resubmit_on_unknown_outcome: bool = False
 
     @classmethod
     def from_connection(cls, conn: Connection) -> SegmindSettings:
@@ -40,20 +46,26 @@ class SegmindSettings:
             host = f"{conn.schema or 'https'}://{host}"
         if conn.port:
             host = f"{host}:{conn.port}"
-        check_transport(host)
+        origin, base_url = checked_url(host, f"the host of connection {conn.conn_id!r}")
+        _, upload_url = checked_url(extra.get("upload_url") or upload_url_for(base_url), "the upload_url extra")
         if not conn.password:
             raise AuthenticationError(
                 f"connection {conn.conn_id!r} has no API key: put the Segmind key in its password field"
             )
         # Registered before any request: whatever logs or exception text might echo it is redacted.
         mask_secret(conn.password)
+        poll = extra.get("poll") or {}
+        if not isinstance(poll, dict):
+            raise InvalidParameter("extra.poll", poll, "a JSON object of PollSchedule fields")
         return cls(
-            base_url=host,
+            base_url=base_url,
+            origin=origin,
             api_key=conn.password,
-            upload_url=extra.get("upload_url") or upload_url_for(host),
+            upload_url=upload_url,
             retry=RetryPolicy.from_extra(extra),
-            timeout=float(extra.get("timeout") or DEFAULT_TIMEOUT),
-            poll=dict(extra.get("poll") or {}),
+            timeout=positive_seconds(extra, "timeout", DEFAULT_TIMEOUT),
+            poll=dict(poll),
+            resubmit_on_unknown_outcome=_flag(extra, "resubmit_on_unknown_outcome"),
         )
 
     @property
@@ -61,3 +73,29 @@ class SegmindSettings:
         from airflow_provider_muscle_surge import __version__
 
         return {"x-api-key": self.api_key, "User-Agent": f"airflow-provider-muscle-surge/{__version__}"}
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def pin(self, submission: Submission) -> Submission:
+        """The submission with URLs on the configured origin: a server cannot point us elsewhere.
+
+        The hooks poll ``status_path(request_id)`` on the configured host anyway; this keeps a
+        foreign ``status_url`` out of XCom and the UI links too.
+        """
+        if origin_of(submission.status_url) == self.origin and origin_of(submission.response_url) == self.origin:
+            return submission
+        return replace(
+            submission,
+            status_url=self.url(status_path(submission.request_id)),
+            response_url=self.url(result_path(submission.request_id)),
+        )
+
+
+def _flag(extra: dict[str, Any], name: str) -> bool:
+    value = extra.get(name, False)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise InvalidParameter(f"extra.{name}", value, "true or false")
+    return value

@@ -8,17 +8,21 @@ inside ``run()``), the request id, absolute times and the polling schedule.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_muscle_surge import events
-from airflow_provider_muscle_surge.exceptions import SegmindError
-from airflow_provider_muscle_surge.hooks.segmind_async import SegmindAsyncHook
+from airflow_provider_muscle_surge import contract, events
+from airflow_provider_muscle_surge.exceptions import InferenceTimeout, SegmindError, TransportError
+from airflow_provider_muscle_surge.hooks.segmind_async import LAST_LOOK_SECONDS, SegmindAsyncHook
 from airflow_provider_muscle_surge.hooks.settings import DEFAULT_CONN_ID
 from airflow_provider_muscle_surge.polling import PollSchedule, Step, Watch
+
+#: Slack on top of the wait's own bound before the trigger stops it from outside.
+OUTER_GRACE_SECONDS = 5.0
 
 
 class SegmindRequestTrigger(BaseTrigger):
@@ -58,22 +62,43 @@ class SegmindRequestTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Always yields exactly one event, by the deadline plus the last look at the latest.
+
+        The wait enforces the deadline during each call; the outer bound below also covers what
+        happens before the first call (reading the connection). Anything unexpected becomes an
+        error event (retryable: the job may be fine, and the next try re-attaches to it), never a
+        raw exception in the triggerer.
+        """
+        bound = max(0.0, self.deadline - time.time()) + LAST_LOOK_SECONDS + OUTER_GRACE_SECONDS
         try:
-            # One HTTP session for the whole wait, closed when the block exits (also on cancel).
-            async with SegmindAsyncHook(self.segmind_conn_id) as hook:
-                result = await hook.wait_for_request(
-                    self.request_id,
-                    submitted_at=self.submitted_at,
-                    deadline=self.deadline,
-                    schedule=PollSchedule.from_dict(self.schedule),
-                    on_step=self._log_step,
-                )
+            result = await asyncio.wait_for(self._wait(), timeout=bound)
         except SegmindError as err:
             self.log.warning("Segmind request %s: %s", self.request_id, err)
             yield TriggerEvent(events.error_event(self.request_id, err))
             return
+        except asyncio.TimeoutError:
+            err = InferenceTimeout(self.request_id, time.time() - self.submitted_at)
+            self.log.warning("Segmind request %s: %s", self.request_id, err)
+            yield TriggerEvent(events.error_event(self.request_id, err))
+            return
+        except Exception as err:  # the triggerer must get an event, whatever broke
+            self.log.exception("Segmind request %s: unexpected error while waiting", self.request_id)
+            wrapped = TransportError(f"unexpected {type(err).__name__} while waiting: {contract.shorten(str(err))}")
+            yield TriggerEvent(events.error_event(self.request_id, wrapped))
+            return
         self.log.info("Segmind request %s COMPLETED after %.1fs", self.request_id, time.time() - self.submitted_at)
         yield TriggerEvent(events.completed_event(self.request_id, result))
+
+    async def _wait(self) -> dict[str, Any]:
+        # One HTTP session for the whole wait, closed when the block exits (also on cancel).
+        async with SegmindAsyncHook(self.segmind_conn_id) as hook:
+            return await hook.wait_for_request(
+                self.request_id,
+                submitted_at=self.submitted_at,
+                deadline=self.deadline,
+                schedule=PollSchedule.from_dict(self.schedule),
+                on_step=self._log_step,
+            )
 
     def _log_step(self, step: Step, watch: Watch) -> None:
         if step.changed:
