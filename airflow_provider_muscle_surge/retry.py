@@ -89,9 +89,7 @@ class RetryPolicy:
                 raise
             first_failure = err
         kwargs = self._tenacity_kwargs(budget, resend) | ({"sleep": sleep} if sleep else {})
-        return Retrying(**kwargs)(
-            _replay(first_failure, lambda: fn(budget.next_limit()))
-        )
+        return Retrying(**kwargs)(_replay(first_failure, lambda: fn(budget.next_limit())))
 
     async def acall(
         self,

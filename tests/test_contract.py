@@ -30,7 +30,6 @@ from airflow_provider_muscle_surge.exceptions import (
     BadRequest,
     InferenceFailed,
     InferenceTimeout,
-    InsecureConnection,
     InsufficientCredits,
     InvalidParameter,
     MalformedResponse,
