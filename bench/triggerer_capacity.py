@@ -57,8 +57,11 @@ def _emu_cpu(pids: list[int]) -> float:
 
 def _emulator_stats(urls: list[str]) -> dict[str, int]:
     total: dict[str, int] = {"status_polls": 0, "results": 0, "submissions_total": 0}
+    from airflow_provider_muscle_surge.emulator.config import DEFAULT_API_KEY  # common.emulators() starts them so
+
     for url in urls:
-        with urllib.request.urlopen(url + "/_emulator/stats", timeout=30) as resp:
+        stats_request = urllib.request.Request(url + "/_emulator/stats", headers={"x-api-key": DEFAULT_API_KEY})
+        with urllib.request.urlopen(stats_request, timeout=30) as resp:
             stats = json.loads(resp.read())
         for key in total:
             total[key] += int(stats.get(key, 0))

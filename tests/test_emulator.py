@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.server
 import io
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -338,20 +342,43 @@ def test_v1_failure_is_422_and_not_billed(fresh_emulator: EmulatorProcess) -> No
 
 
 # --- retention, credits, rate limit, faults -------------------------------------------------------
-def test_records_expire_after_retention_but_outputs_stay(emulator_factory: Any) -> None:
-    emu = emulator_factory(job_seconds=0.2, retention_seconds=1.5)
-    request_id = submit(emu, {"image_url": emu.sample_url(), "quality": "360p"})
+def test_records_outputs_and_uploads_expire_after_retention(emulator_factory: Any, tmp_path: Path) -> None:
+    """A request record, its output file and the uploads all go when the retention passes: the
+    record answers 404, the URLs 404, and the files are deleted from disk without anyone asking."""
+    retention = 3.0
+    stale = tmp_path / "outputs" / "left-from-a-previous-run.mp4"  # a reused --data-dir
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old video")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    emu = emulator_factory(job_seconds=0.2, retention_seconds=retention, data_dir=tmp_path)
+    upload = call(emu, "POST", contract.UPLOAD_PATH, {"data_urls": [png_data_url(Image.new("RGB", (64, 96), "red"))]})
+    uploaded = upload.json()["file_urls"][0]
+    request_id = submit(emu, {"image_url": uploaded, "quality": "360p"})
     submitted = time.monotonic()
     assert wait_states(emu, request_id)[-1] == "COMPLETED"
     output = call(emu, "GET", contract.result_path(request_id)).json()["output"]
-    time.sleep(max(0.0, 1.6 - (time.monotonic() - submitted)))
+    on_disk = [tmp_path / "outputs" / f"{request_id}.mp4", tmp_path / "files" / uploaded.rsplit("/", 1)[1]]
+    assert time.monotonic() - submitted < retention, "the render took longer than the retention; raise it"
+    assert all(path.is_file() for path in on_disk)
+    assert requests.get(output, timeout=10).status_code == 200 and requests.get(uploaded, timeout=10).status_code == 200
+    assert requests.get(emu.url + "/_emulator/outputs/" + stale.name, timeout=10).status_code == 404
+    assert not stale.exists()
+
+    # The periodic sweep deletes them; nobody requests the URLs meanwhile.
+    while any(path.exists() for path in on_disk) and time.monotonic() - submitted < retention + 10:
+        time.sleep(0.1)
+    assert not any(path.exists() for path in on_disk)
+    assert time.monotonic() - submitted >= retention  # and not before their time
     for path in (contract.status_path(request_id), contract.result_path(request_id)):
         resp = call(emu, "GET", path)
         assert resp.status_code == 404 and resp.json()["error"] == f"Request {request_id} not found"
         with pytest.raises(contract.RequestExpired, match="1 hour"):
             contract.check_answer(resp.status_code, resp.json(), resp.headers, request_id=request_id)
-    assert requests.get(output, timeout=10).status_code == 200
+    for url in (output, uploaded):
+        gone = requests.get(url, timeout=10)
+        assert gone.status_code == 404 and "No such file" in gone.json()["error"]
     assert call(emu, "GET", contract.status_path(request_id), key="bad-key-000").status_code == 401
+    assert len(list((tmp_path / "renders").glob("*.mp4"))) == 1  # the internal render cache is not a public file
 
 
 def test_credits_run_out_with_406_and_4xx_is_not_billed(emulator_factory: Any) -> None:
@@ -416,6 +443,114 @@ def test_fault_injection_happens_before_processing(emulator_factory: Any) -> Non
     assert stats["submissions_total"] == 0 and stats["credits_charged"] == 0 and sum(stats["jobs"].values()) == 0
     assert sum(stats["responses"].values()) == 24 - stats["dropped_connections"]
     # A sample image is still fetchable: faults hit API endpoints only.
+    assert requests.get(emu.sample_url(), timeout=10).status_code == 200
+
+
+# --- input images over loopback -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def noise_png_server() -> Iterator[tuple[str, bytes]]:
+    """A loopback HTTP server with a ~1.7 MB PNG of noise (it cannot compress): ``/sized.png`` sends a
+    Content-Length, ``/streamed.png`` none (the body ends when the connection closes)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (700, 800, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    png = out.getvalue()
+    assert len(png) > 1_600_000
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            if self.path == "/sized.png":
+                self.send_header("Content-Length", str(len(png)))
+            else:
+                self.close_connection = True
+            self.end_headers()
+            for start in range(0, len(png), 32 * 1024):  # in pieces, as a real server sends it
+                self.wfile.write(png[start : start + 32 * 1024])
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", png
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_large_image_is_read_whole(fresh_emulator: EmulatorProcess, noise_png_server: tuple[str, bytes]) -> None:
+    base = noise_png_server[0]
+    ids = [
+        submit(fresh_emulator, {"image_url": f"{base}/{name}", "quality": "360p"})
+        for name in ("sized.png", "streamed.png")
+    ]
+    for request_id in ids:
+        assert wait_states(fresh_emulator, request_id)[-1] == "COMPLETED"
+        metrics = call(fresh_emulator, "GET", contract.result_path(request_id)).json()["metrics"]
+        assert (metrics["width"], metrics["height"]) == (412, 360)  # 800x700 at 360p
+    assert fresh_emulator.stats()["image_fetches"] == 2
+
+
+def test_an_image_over_the_cap_fails_the_job(emulator_factory: Any, noise_png_server: tuple[str, bytes]) -> None:
+    base, png = noise_png_server
+    emu = emulator_factory(max_image_bytes=1_000_000)
+    over = [f"{base}/sized.png", f"{base}/streamed.png", "data:image/png;base64," + base64.b64encode(png).decode()]
+    ids = [submit(emu, {"image_url": url, "quality": "360p"}) for url in over]
+    under = submit(emu, {"image_url": emu.sample_url(), "quality": "360p"})
+    for request_id in ids:
+        assert wait_states(emu, request_id)[-1] == "FAILED"
+        error = call(emu, "GET", contract.result_path(request_id)).json()["error"]
+        assert "larger than the 1000000-byte limit" in error, error
+    assert wait_states(emu, under)[-1] == "COMPLETED"
+    assert emu.stats()["jobs"] == {"QUEUED": 0, "PROCESSING": 0, "COMPLETED": 1, "FAILED": 3}
+
+
+def test_deeply_nested_json_is_a_400_like_any_bad_json(fresh_emulator: EmulatorProcess) -> None:
+    emu = fresh_emulator
+    json_type = {"Content-Type": "application/json"}
+    bodies = [
+        b"[" * 100_000,
+        b'{"image_url": ' + b"[" * 100_000 + b"}",
+        b'{"image_url": ' + b"[" * 990 + b"]" * 990 + b"}",
+    ]
+    paths = [
+        contract.v2_submit_path(contract.MUSCLE_SURGE),
+        contract.v1_path(contract.MUSCLE_SURGE),
+        "/v2/sdxl1.0-txt2img",
+        contract.UPLOAD_PATH,
+    ]
+    for path in paths:
+        for raw in bodies:
+            resp = call(emu, "POST", path, raw=raw, headers=json_type)
+            assert resp.status_code == 400 and resp.headers["Content-Type"].startswith("application/json"), resp.text
+            assert resp.json()["error"], (path, raw[:20])
+    faults = call(emu, "POST", "/_emulator/faults", raw=bodies[0], headers=json_type)
+    assert faults.status_code == 400 and "nested too deeply" in faults.json()["error"]
+    stats = emu.stats()
+    assert stats["responses"] == {"400": len(paths) * len(bodies)} and stats["submissions_total"] == 0
+
+
+def test_admin_endpoints_need_a_valid_key(fresh_emulator: EmulatorProcess) -> None:
+    emu = fresh_emulator
+    hostile = {"rules": [{"mode": "error", "status": "drop"}]}
+    for method, path, body in [
+        ("GET", "/_emulator/stats", None),
+        ("POST", "/_emulator/reset", None),
+        ("GET", "/_emulator/faults", None),
+        ("POST", "/_emulator/faults", hostile),
+        ("GET", "/_emulator/health", None),
+    ]:
+        for key in (None, "wrong-key-123"):
+            refused = call(emu, method, path, body, key=key)
+            assert refused.status_code == 401 and refused.json()["error"], (path, key)
+            assert "wrong-key-123" not in refused.text
+        allowed = call(emu, method, path, {"rules": []} if body else None)
+        assert allowed.status_code == 200, (path, allowed.text)
+    assert emu.stats()["faults"] == {"rules": []}  # the refused POST changed nothing
+    # Public URLs stay keyless, like a CDN's: samples and the files clients are handed.
+    assert requests.get(emu.url + "/_emulator/samples", timeout=10).status_code == 200
     assert requests.get(emu.sample_url(), timeout=10).status_code == 200
 
 
@@ -563,6 +698,7 @@ def test_helper_connection_forms_and_lifecycle(emulator_factory: Any) -> None:
     assert json.loads(emu.connection_json("second-key-2"))["password"] == "second-key-2"
     assert emu.connection_uri() == f"segmind://:first-key-1@127.0.0.1:{emu.port}/http"
     assert call(emu, "GET", contract.status_path("x"), key="second-key-2").status_code == 404
+    assert call(emu, "GET", "/_emulator/stats", key="second-key-2").status_code == 200  # any configured key
     emu.kill()
     assert not emu.running
     with pytest.raises(requests.ConnectionError):
@@ -603,6 +739,7 @@ def test_cli_flags_map_to_the_config(capsys: pytest.CaptureFixture[str]) -> None
         "--data-dir",
         "--job-spread",
         "--seed",
+        "--max-image-bytes",
     ):
         assert flag in helptext
     defaults = config_from_args(build_parser().parse_args([]))
@@ -627,9 +764,12 @@ def test_cli_flags_map_to_the_config(capsys: pytest.CaptureFixture[str]) -> None
         "0.1",
         "--seed",
         "9",
+        "--max-image-bytes",
+        "1000",
     ]
     config = config_from_args(build_parser().parse_args(argv))
     assert config.api_keys == ("a-key-1", "b-key-2") and config.credits == 3 and config.rate_limit == 5
+    assert config.max_image_bytes == 1000
     assert (config.port, config.fault_rate, config.job_seconds, config.job_spread, config.seed) == (
         0,
         0.25,

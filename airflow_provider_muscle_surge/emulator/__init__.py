@@ -14,26 +14,32 @@ API endpoints (``x-api-key`` required; default key ``emulator-key`` when no ``--
   and ``metrics`` when COMPLETED). FAILED is HTTP 422 with ``status``/``error`` on both.
 - ``POST /upload-asset`` with ``{"data_urls": [...]}`` -> ``{"file_urls": [...], "message"}``.
 
-Emulator-only endpoints (no key, never faulted, not counted): ``GET /_emulator/stats``,
-``POST /_emulator/reset``, ``GET``/``POST /_emulator/faults`` (the runtime fault switch, below),
-``GET /_emulator/health``, ``GET /_emulator/samples`` (index) and
-``/_emulator/samples/athlete-{1..4}.png``, and the public file URLs ``/_emulator/outputs/<name>``
-and ``/_emulator/files/<name>`` (they outlive request records).
+Emulator-only endpoints (never faulted, not counted): the admin endpoints ``GET /_emulator/stats``,
+``POST /_emulator/reset``, ``GET``/``POST /_emulator/faults`` (the runtime fault switch, below) and
+``GET /_emulator/health`` need a valid ``x-api-key`` like the API (401 otherwise), so nobody on the
+network can read the counters or switch faults on; public without a key: ``GET /_emulator/samples``
+(index), ``/_emulator/samples/athlete-{1..4}.png`` and the file URLs ``/_emulator/outputs/<name>``
+and ``/_emulator/files/<name>`` (like a CDN's; deleted when the retention passes).
 
 Documented choices where the real API is silent:
 
 - Order of checks: fault injection, auth (401), rate limit (429), Content-Type (406), JSON and
   parameters (400, via :func:`contract.validate_payload`), credits (406). A faulted request was
   never processed: no job, no charge. 4xx answers are never billed.
-- Retention (``--retention-seconds``) counts from submission; expired ids answer 404, their
-  output files stay.
+- Retention (``--retention-seconds``) counts from submission (uploads: from the upload); after it,
+  the id answers 404 and the output file and uploaded assets are deleted (their URLs answer 404).
 - Input images whose URL contains ``rai-block`` fail with a responsible-AI block; unreachable or
-  undecodable images fail too. Failures show after 10-20 % of the render time.
+  undecodable images fail too, and so do images over ``--max-image-bytes`` (25 MiB). Failures show
+  after 10-20 % of the render time.
 - Faults: ``--fault-rate`` answers that fraction of API requests 500/502/504 or drops the
-  connection. ``POST /_emulator/faults`` with ``{"rate": 1.0, "endpoints": ["status"]}`` changes
-  this while the server runs (endpoints: ``submit``, ``status``, ``result``, ``v1``, ``upload``;
-  omitted = all), ``{"rate": 0}`` turns faults off; jobs keep running meanwhile. ``reset`` restores
-  the ``--fault-rate`` setting; ``GET /_emulator/stats`` shows the current one under ``faults``.
+  connection. ``POST /_emulator/faults`` replaces the switch while the server runs: ``{"rules":
+  [RULE, ...]}`` (first matching rule wins), one ``RULE``, or ``{"rate": r, "endpoints": [...]}``;
+  ``{"rate": 0}`` / ``{"rules": []}`` turn faults off; jobs keep running meanwhile, and ``reset``
+  restores ``--fault-rate``. A RULE is ``{"mode", "endpoints" (submit, status, result, v1, upload;
+  default all), "rate" (1.0), "times" (null = unlimited)}`` plus mode parameters; modes ``error``,
+  ``redirect``, ``echo_key``, ``not_json``, ``gateway`` answer instead of the server (nothing
+  accepted), ``accept_then_drop``, ``cut_body``, ``drip``, ``oversize`` spoil the answer of a request
+  the server processed (accepted and billed). See :mod:`.faults`.
 - Render times: normal(mean=``--job-seconds``, sd=``--job-spread`` x mean), 3 % tail x1.2-1.6,
   at least 0.05 s; QUEUED for the first 5-10 %. A job completes at the later of its drawn time and
   the real encode. Other models take the mean scaled by their typical latency in the contract.

@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="fraction of API requests answered 500/502/504 or dropped, before processing (default 0)",
     )
+    parser.add_argument(
+        "--max-image-bytes",
+        type=int,
+        default=defaults.max_image_bytes,
+        help="largest input image fetched from image_url or a data URI; larger fails the job (default %(default)s)",
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="where outputs and uploads live (default: temp)")
     parser.add_argument("--seed", type=int, default=None, help="seed for render times and faults (reproducible runs)")
     parser.add_argument(
@@ -93,6 +99,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         data_dir=args.data_dir,
         seed=args.seed,
         render_workers=args.render_workers,
+        max_image_bytes=args.max_image_bytes,
     )
 
 

@@ -48,7 +48,7 @@ class EmulatorConfig:
     render_workers: int = 2
     #: Timeout for fetching an ``image_url`` over HTTP(S).
     fetch_timeout: float = 10.0
-    #: Largest input image accepted by URL fetch, in bytes.
+    #: Largest input image (fetched from ``image_url`` or decoded from a data URI), in bytes.
     max_image_bytes: int = 25 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -67,5 +67,7 @@ class EmulatorConfig:
             raise ValueError("credits must not be negative")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ValueError("rate_limit must be positive (omit it to turn rate limiting off)")
+        if self.max_image_bytes < 1:
+            raise ValueError("max_image_bytes must be at least 1")
         if self.render_workers < 1:
             raise ValueError("render_workers must be at least 1")

@@ -6,10 +6,10 @@ headers, concurrent polls), which a mock of one HTTP library cannot give.
 
 Request path through the server, in order (the order is part of the contract tests rely on):
 
-1. fault injection (``--fault-rate``, or switched at run time with ``POST /_emulator/faults``
-   ``{"rate": 1.0, "endpoints": ["status"]}``, off again with ``{"rate": 0}``): 500/502/504 or a
-   dropped connection, *before* anything else, so a faulted submit created no job and charged
-   nothing;
+1. the fault switch (``--fault-rate``, or rules set at run time with ``POST /_emulator/faults``,
+   see :mod:`.faults`): a mode that answers *instead* of the server does so here, before anything
+   else, so such a faulted submit created no job and charged nothing; a mode that spoils the answer
+   lets the request run through 2-4 and then loses, cuts, drips or bloats the real answer;
 2. auth (401), checked before any lookup, so a wrong key never learns whether an id exists;
 3. rate limit per key (429 with ``Retry-After`` and ``x-rate-limit-reset-at-utc``);
 4. the endpoint: Content-Type (406), JSON (400), parameters via :mod:`contract` (400),
@@ -47,12 +47,13 @@ import aiohttp
 from aiohttp import web
 
 from airflow_provider_muscle_surge import contract
+from airflow_provider_muscle_surge.emulator import faults
 from airflow_provider_muscle_surge.emulator.config import EmulatorConfig
+from airflow_provider_muscle_surge.emulator.faults import FaultRule, FaultSwitch
 from airflow_provider_muscle_surge.emulator.state import (
     FAIL_AFTER_FRACTION,
     QUEUED_FRACTION,
     Credits,
-    FaultSwitch,
     Job,
     JobStore,
     RateLimiter,
@@ -68,13 +69,8 @@ log = logging.getLogger("segmind_emulator")
 #: Marker in an ``image_url`` (or an image model's prompt) that the responsible-AI filter blocks.
 RAI_MARKER = "rai-block"
 RAI_DETAIL = "Content blocked by the responsible-AI filter: the input image was flagged as unsafe"
-#: Faults injected by ``--fault-rate``; ``None`` is a dropped connection.
-FAULT_CHOICES: tuple[int | None, ...] = (500, 502, 504, None)
-FAULT_BODIES = {
-    500: "Internal server error (injected by the emulator)",
-    502: "Bad gateway: upstream temporarily unavailable (injected by the emulator)",
-    504: "Gateway timeout (injected by the emulator)",
-}
+#: Emulator endpoints that change or reveal server state: they need a valid key like the API.
+ADMIN_PATHS = frozenset({"/_emulator/stats", "/_emulator/reset", "/_emulator/faults", "/_emulator/health"})
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\.[a-z0-9]{1,8}$")
 _DATA_URL_RE = re.compile(r"^data:([a-z]+/[a-z0-9.+-]+);base64,(.*)$", re.IGNORECASE | re.DOTALL)
@@ -95,7 +91,7 @@ def _is_api_path(path: str) -> bool:
 
 
 def _endpoint(request: web.Request) -> str:
-    """The API endpoint a request is for, in the names of ``FAULT_ENDPOINTS``."""
+    """The API endpoint a request is for, in the names of :data:`faults.FAULT_ENDPOINTS` ("other": unknown path)."""
     path = request.path
     if path == contract.UPLOAD_PATH:
         return "upload"
@@ -120,7 +116,9 @@ class Emulator:
         self.credits = Credits(tuple(config.api_keys), config.credits)
         self.limiter = RateLimiter(config.rate_limit)
         self.stats = Stats()
-        self.faults = FaultSwitch(config.fault_rate)
+        self.faults = FaultSwitch.from_rate(config.fault_rate)
+        #: Public files (outputs, uploads) -> monotonic time they expire with their retention.
+        self._file_deadlines: dict[Path, float] = {}
         # Separate generators: the fault pattern does not shift render times, and vice versa.
         self._job_rng = random.Random(config.seed)
         self._fault_rng = random.Random(None if config.seed is None else config.seed + 1)
@@ -139,6 +137,7 @@ class Emulator:
             timeout=aiohttp.ClientTimeout(total=self.config.fetch_timeout),
             connector=aiohttp.TCPConnector(limit=64),
         )
+        self._adopt_existing_files()
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def cleanup(self, app: web.Application) -> None:
@@ -158,6 +157,40 @@ class Emulator:
         while True:
             await asyncio.sleep(interval)
             self.jobs.sweep()
+            self._sweep_files()
+
+    # --- retention of public files -----------------------------------------------------------------
+    def _expire_file_at(self, path: Path, deadline: float) -> None:
+        """Outputs and uploads live as long as the retention says; after that their URL is a 404."""
+        self._file_deadlines[path] = deadline
+
+    def _file_expired(self, path: Path) -> bool:
+        deadline = self._file_deadlines.get(path)
+        if deadline is None or time.monotonic() < deadline:
+            return False
+        self._delete_file(path)
+        return True
+
+    def _delete_file(self, path: Path) -> None:
+        self._file_deadlines.pop(path, None)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    def _sweep_files(self) -> int:
+        now = time.monotonic()
+        due = [path for path, deadline in self._file_deadlines.items() if deadline <= now]
+        for path in due:
+            self._delete_file(path)
+        return len(due)
+
+    def _adopt_existing_files(self) -> None:
+        """Files left in a reused ``--data-dir`` expire by their age, so a restart does not keep them forever."""
+        wall, mono = time.time(), time.monotonic()
+        for sub in ("outputs", "files"):
+            for path in (self.data_dir / sub).iterdir():
+                with contextlib.suppress(OSError):
+                    age = wall - path.stat().st_mtime
+                    self._expire_file_at(path, mono - age + self.config.retention_seconds)
 
     def reset(self) -> None:
         """Forget jobs, counters, credits used and rate buckets; keep the render cache and files."""
@@ -165,7 +198,7 @@ class Emulator:
             if job.task is not None and not job.task.done():
                 job.task.cancel()
         self.stats = Stats()
-        self.faults = FaultSwitch(self.config.fault_rate)
+        self.faults = FaultSwitch.from_rate(self.config.fault_rate)
         self.credits.reset()
         self.limiter.reset()
 
@@ -173,40 +206,77 @@ class Emulator:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not _is_api_path(request.path):
-            return await handler(request)
-        fault = self._maybe_fault(request)
-        if fault is not None:
-            return fault
+            refusal = self._refuse_key(request) if request.path in ADMIN_PATHS else None
+            return refusal if refusal is not None else await handler(request)
+        rule = self.faults.pick(_endpoint(request), self._fault_rng)
+        if rule is not None:
+            self.stats.count_fault(rule.mode)
+            if not rule.processes:
+                return await self._fault_instead(request, rule)
         try:
             response = await self._guarded(request, handler)
         except web.HTTPException as exc:
             # Unknown paths and wrong methods still answer JSON with ``error``, like every API error.
             response = _error(exc.status, exc.reason if exc.status != 404 else f"No such endpoint: {request.path}")
+        if rule is not None and isinstance(response, web.Response):
+            return await self._fault_after(request, response, rule)
         self.stats.responses[str(response.status)] += 1
         return response
 
-    def _maybe_fault(self, request: web.Request) -> web.StreamResponse | None:
-        faults = self.faults
-        if not faults.applies_to(_endpoint(request)) or self._fault_rng.random() >= faults.rate:
-            return None
-        self.stats.faults_injected += 1
-        choice = self._fault_rng.choice(FAULT_CHOICES)
-        if choice is None:
-            self.stats.dropped_connections += 1
-            log.info("fault: dropping connection for %s %s", request.method, request.path)
-            if request.transport is not None:
-                request.transport.close()
-            # Nothing can be written any more; aiohttp ignores the write to the closed transport.
-            return web.Response(status=500)
-        self.stats.responses[str(choice)] += 1
-        return _error(choice, FAULT_BODIES[choice])
+    async def _fault_instead(self, request: web.Request, rule: FaultRule) -> web.StreamResponse:
+        """A fault before processing: the request never reached auth, so no job and no charge."""
+        log.info("fault %s: %s %s not processed", rule.mode, request.method, request.path)
+        if rule.mode == "echo_key":
+            assert isinstance(rule.status, int) and rule.size is not None
+            self.stats.responses[str(rule.status)] += 1
+            return await faults.echo_key(request, contract.API_KEY_HEADER, rule.status, rule.size)
+        if rule.mode == "error":
+            choice = rule.status if rule.status is not None else self._fault_rng.choice(faults.ERROR_CHOICES)
+            if not isinstance(choice, int):
+                self.stats.dropped_connections += 1
+                return faults.drop(request)
+            answer = faults.error_answer(choice)
+        elif rule.mode == "redirect":
+            answer = faults.redirect(rule)
+        elif rule.mode == "gateway":
+            assert isinstance(rule.status, int)
+            answer = faults.gateway(rule.status)
+        else:
+            answer = faults.not_json()
+        self.stats.responses[str(answer.status)] += 1
+        return answer
 
-    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _fault_after(self, request: web.Request, real: web.Response, rule: FaultRule) -> web.StreamResponse:
+        """A fault after processing: the job exists and is billed, but its answer is lost or spoilt."""
+        log.info(
+            "fault %s: %s %s processed (HTTP %s), answer spoilt", rule.mode, request.method, request.path, real.status
+        )
+        if rule.mode == "accept_then_drop":
+            self.stats.dropped_connections += 1
+            return faults.drop(request)
+        if rule.mode == "oversize":
+            assert rule.size is not None
+            self.stats.responses["200"] += 1
+            return await faults.oversize(request, real, rule.size)
+        self.stats.responses[str(real.status)] += 1
+        if rule.mode == "drip":
+            return await faults.drip(request, real, rule.interval)
+        return await faults.cut_body(request, real)
+
+    def _refuse_key(self, request: web.Request) -> web.Response | None:
+        """The 401 for a missing or unknown key, or ``None`` when the key is one of ours."""
         key = request.headers.get(contract.API_KEY_HEADER)
         if not key:
             return _error(401, f"Missing API key: send it in the {contract.API_KEY_HEADER} header")
         if key not in self.keys:
             return _error(401, f"Invalid API key {mask_key(key)}")
+        return None
+
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        refusal = self._refuse_key(request)
+        if refusal is not None:
+            return refusal
+        key: str = request.headers[contract.API_KEY_HEADER]
         decision = self.limiter.check(key)
         if not decision.allowed:
             self.stats.rate_limited += 1
@@ -236,6 +306,8 @@ class Emulator:
             return json.loads(raw)
         except ValueError as exc:
             raise web.HTTPBadRequest(reason=f"The request body is not valid JSON: {exc}") from None
+        except RecursionError:  # "[[[[..." deeper than the parser's recursion limit: bad JSON, not a crash
+            raise web.HTTPBadRequest(reason="The request body is not valid JSON: nested too deeply") from None
 
     async def _accept(self, request: web.Request, model: str) -> tuple[dict[str, Any], str] | web.Response:
         """Shared front half of v1 and v2: body, parameters, credits. Returns the normalised body."""
@@ -327,6 +399,7 @@ class Emulator:
         info = await self._render_cached(cache_key, data, p)
         out = self.data_dir / "outputs" / f"{job.request_id}.mp4"
         _link_or_copy(Path(info["path"]), out)
+        self._expire_file_at(out, job.submitted_at + self.config.retention_seconds)
         job.output_name = out.name
         job.metrics = {
             "render_seconds": round(job.render_seconds, 3),
@@ -400,6 +473,7 @@ class Emulator:
         png = await asyncio.get_running_loop().run_in_executor(self._probe_pool, render.render_prompt_image, prompt)
         out = self.data_dir / "outputs" / f"{job.request_id}.png"
         await asyncio.get_running_loop().run_in_executor(self._probe_pool, out.write_bytes, png)
+        self._expire_file_at(out, job.submitted_at + self.config.retention_seconds)
         job.output_name = out.name
         job.metrics = {
             "render_seconds": round(job.render_seconds, 3),
@@ -410,25 +484,35 @@ class Emulator:
         }
 
     async def _load_image(self, url: str) -> bytes:
+        """The input image's bytes, whole, or a :class:`JobFailure` saying why not (the cap included)."""
+        limit = self.config.max_image_bytes
+        too_large = f"Invalid input image: larger than the {limit}-byte limit for image_url"
         match = _DATA_URL_RE.match(url)
         if match:
             try:
-                return base64.b64decode(match.group(2), validate=True)
+                data = base64.b64decode(match.group(2), validate=True)
             except (binascii.Error, ValueError):
                 raise JobFailure("Invalid input image: the data URI is not valid base64") from None
+            if len(data) > limit:
+                raise JobFailure(too_large)
+            return data
         assert self._session is not None
         self.stats.image_fetches += 1
-        limit = self.config.max_image_bytes
+        body = bytearray()
         try:
             async with self._session.get(url, allow_redirects=True) as resp:
                 if resp.status != 200:
                     raise JobFailure(f"Could not fetch image_url {url!r}: the server answered HTTP {resp.status}")
-                data = await resp.content.read(limit + 1)
+                if resp.content_length is not None and resp.content_length > limit:
+                    raise JobFailure(f"{too_large} (Content-Length {resp.content_length})")
+                # Every chunk until the end: one read() returns only what has arrived so far.
+                async for chunk in resp.content.iter_chunked(256 * 1024):
+                    body += chunk
+                    if len(body) > limit:
+                        raise JobFailure(too_large)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise JobFailure(f"Could not fetch image_url {url!r}: {type(exc).__name__}: {exc}") from None
-        if len(data) > limit:
-            raise JobFailure(f"Invalid input image: larger than {limit} bytes")
-        return data
+        return bytes(body)
 
     # --- API endpoints ---------------------------------------------------------------------------
     async def v1_run(self, request: web.Request) -> web.StreamResponse:
@@ -536,21 +620,21 @@ class Emulator:
         file_urls = []
         for ext, payload in decoded:
             name = f"{uuid.uuid4().hex}.{ext}"
-            await asyncio.get_running_loop().run_in_executor(
-                self._probe_pool, (self.data_dir / "files" / name).write_bytes, payload
-            )
+            path = self.data_dir / "files" / name
+            await asyncio.get_running_loop().run_in_executor(self._probe_pool, path.write_bytes, payload)
+            self._expire_file_at(path, time.monotonic() + self.config.retention_seconds)
             file_urls.append(f"{origin}/_emulator/files/{name}")
         self.stats.uploads += len(file_urls)
         self.stats.upload_requests += 1
         return web.json_response({"file_urls": file_urls, "message": f"{len(file_urls)} file(s) uploaded successfully"})
 
-    # --- emulator-only endpoints (no auth, not counted, never faulted) ----------------------------
+    # --- emulator-only endpoints (never faulted, not counted; the admin ones need a key) -----------
     async def serve_file(self, request: web.Request) -> web.StreamResponse:
-        """Outputs and uploads, like a public CDN URL: no key needed, they outlive request records."""
+        """Outputs and uploads, like a public CDN URL: no key needed; gone after the retention."""
         name = request.match_info["name"]
         kind = request.match_info["kind"]
         path = self.data_dir / kind / name
-        if not _FILE_NAME_RE.match(name) or not path.is_file():
+        if not _FILE_NAME_RE.match(name) or self._file_expired(path) or not path.is_file():
             return _error(404, f"No such file: {kind}/{name}")
         return web.FileResponse(path)
 
@@ -585,7 +669,7 @@ class Emulator:
         return web.json_response(body)
 
     async def faults_view(self, request: web.Request) -> web.StreamResponse:
-        """``GET`` shows, ``POST {"rate": 0..1, "endpoints": [...]}`` replaces the fault switch."""
+        """``GET`` shows the rules (with ``times`` left); ``POST`` replaces them (see :class:`FaultSwitch`)."""
         if request.method == "POST":
             try:
                 self.faults = FaultSwitch.parse(await self._json_body(request))

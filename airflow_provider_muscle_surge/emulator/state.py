@@ -231,56 +231,23 @@ class RateLimiter:
         return RateDecision(False, (1.0 - tokens) / self.rate)
 
 
-#: Endpoint names the runtime fault switch understands (``POST /_emulator/faults``).
-FAULT_ENDPOINTS = ("submit", "status", "result", "v1", "upload")
-
-
-@dataclass(frozen=True)
-class FaultSwitch:
-    """Which API requests get an injected fault: ``rate`` of those hitting ``endpoints``.
-
-    ``endpoints`` of ``None`` means every API endpoint (what ``--fault-rate`` sets at start-up).
-    Replaced as a whole at run time, so tests can make e.g. only the status endpoint fail and
-    heal it again without restarting the server (and losing its jobs).
-    """
-
-    rate: float = 0.0
-    endpoints: frozenset[str] | None = None
-
-    @classmethod
-    def parse(cls, body: Any) -> FaultSwitch:
-        """From ``{"rate": 0..1, "endpoints": [...]}`` (endpoints optional); ``ValueError`` if invalid."""
-        if not isinstance(body, dict) or set(body) - {"rate", "endpoints"}:
-            raise ValueError('send {"rate": 0..1, "endpoints": [...]} (endpoints optional)')
-        rate = body.get("rate")
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
-            raise ValueError(f"rate must be a number within 0..1, got {rate!r}")
-        endpoints = body.get("endpoints")
-        if endpoints is None:
-            return cls(float(rate))
-        if not isinstance(endpoints, list) or not endpoints or not set(endpoints) <= set(FAULT_ENDPOINTS):
-            raise ValueError(f"endpoints must be a non-empty list of {list(FAULT_ENDPOINTS)}, got {endpoints!r}")
-        return cls(float(rate), frozenset(endpoints))
-
-    def applies_to(self, endpoint: str) -> bool:
-        return self.rate > 0 and (self.endpoints is None or endpoint in self.endpoints)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rate": self.rate, "endpoints": None if self.endpoints is None else sorted(self.endpoints)}
-
-
 @dataclass
 class Stats:
     """Counters behind ``GET /_emulator/stats``: what clients actually did, for tests to assert on.
 
-    Keys: ``submissions`` {model: accepted v2 submits}, ``submissions_total``, ``v1_runs`` {model:
-    accepted v1 runs}, ``v1_runs_total``, ``status_polls`` and ``results`` (GETs of the status and
-    result endpoints, any answer), ``uploads`` (files stored), ``upload_requests``, ``responses``
-    {"200": n, "429": n, ...} over all API endpoints including injected 5xx, ``faults_injected``
-    (5xx + drops), ``dropped_connections``, ``rate_limited``, ``credits_charged``, ``renders``
-    (real encodes), ``render_cache_hits``, ``image_fetches``; the server adds ``jobs`` {state: n}
-    of live records, ``credits`` {masked key: remaining or null for unlimited} and ``faults`` (the
-    current :class:`FaultSwitch`).
+    Accepted and billed work: ``submissions`` {model: n} and ``submissions_total`` count v2 submits
+    the server accepted (each billed one credit, whether or not its answer reached the client, e.g.
+    under ``accept_then_drop``); ``v1_runs`` {model: n} and ``v1_runs_total`` count accepted v1 runs;
+    ``credits_charged`` is the credits actually spent (a failed v1 run is refunded).
+
+    Other keys: ``status_polls`` and ``results`` (GETs of the status and result endpoints that
+    reached the handler, any answer), ``uploads`` (files stored), ``upload_requests``, ``responses``
+    {"200": n, ...}: status lines sent on API endpoints, injected ones included (a dropped
+    connection sends none), ``faults_injected`` (every applied fault rule, any mode),
+    ``faults_by_mode`` {mode: n}, ``dropped_connections`` (``error`` drops and ``accept_then_drop``),
+    ``rate_limited``, ``renders`` (real encodes), ``render_cache_hits``, ``image_fetches``; the
+    server adds ``jobs`` {state: n} of live records, ``credits`` {masked key: remaining or null for
+    unlimited} and ``faults`` (the current rules, as ``GET /_emulator/faults`` shows them).
     """
 
     submissions: Counter[str] = field(default_factory=Counter)
@@ -291,12 +258,17 @@ class Stats:
     upload_requests: int = 0
     responses: Counter[str] = field(default_factory=Counter)
     faults_injected: int = 0
+    faults_by_mode: Counter[str] = field(default_factory=Counter)
     dropped_connections: int = 0
     rate_limited: int = 0
     credits_charged: int = 0
     renders: int = 0
     render_cache_hits: int = 0
     image_fetches: int = 0
+
+    def count_fault(self, mode: str) -> None:
+        self.faults_injected += 1
+        self.faults_by_mode[mode] += 1
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -310,6 +282,7 @@ class Stats:
             "upload_requests": self.upload_requests,
             "responses": dict(sorted(self.responses.items())),
             "faults_injected": self.faults_injected,
+            "faults_by_mode": dict(sorted(self.faults_by_mode.items())),
             "dropped_connections": self.dropped_connections,
             "rate_limited": self.rate_limited,
             "credits_charged": self.credits_charged,

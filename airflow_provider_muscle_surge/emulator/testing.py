@@ -212,8 +212,11 @@ class EmulatorProcess:
         return urllib.parse.urlsplit(self.url).port or 0
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
+        """An admin call (``/_emulator/...``) with this emulator's key, which the admin endpoints require."""
         data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = {"x-api-key": self.api_key}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.url + path, method=method, data=data, headers=headers)
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
@@ -228,11 +231,25 @@ class EmulatorProcess:
 
     def set_faults(self, rate: float, endpoints: Iterable[str] | None = None) -> dict[str, Any]:
         """``POST /_emulator/faults``: from now on fault ``rate`` of the requests to ``endpoints``
-        (``submit``, ``status``, ``result``, ``v1``, ``upload``; ``None`` = all); ``rate=0`` heals."""
+        (``submit``, ``status``, ``result``, ``v1``, ``upload``; ``None`` = all) with 500/502/504 or a
+        dropped connection, before processing; ``rate=0`` heals. Returns the switch as the server has it."""
         body: dict[str, Any] = {"rate": rate}
         if endpoints is not None:
             body["endpoints"] = list(endpoints)
         return self._call("POST", "/_emulator/faults", body)
+
+    def set_fault_rules(self, *rules: dict[str, Any]) -> dict[str, Any]:
+        """``POST /_emulator/faults {"rules": [...]}``: replace the whole switch; no rules heals.
+
+        A rule: ``{"mode": ..., "endpoints": [...], "rate": 1.0, "times": None, **mode_params}``, e.g.
+        ``set_fault_rules({"mode": "accept_then_drop", "endpoints": ["submit"], "times": 1})``; the first
+        rule that matches a request wins. Returns ``{"rules": [...]}`` as the server has it.
+        """
+        return self._call("POST", "/_emulator/faults", {"rules": list(rules)})
+
+    def fault_rules(self) -> list[dict[str, Any]]:
+        """``GET /_emulator/faults``: the current rules, each with the ``times`` it has left."""
+        return self._call("GET", "/_emulator/faults")["rules"]
 
     def sample_url(self, name: str = "athlete-1") -> str:
         """URL of a generated sample portrait (``athlete-1`` .. ``athlete-4``)."""
