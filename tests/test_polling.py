@@ -9,13 +9,26 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from airflow_provider_muscle_surge.contract import RequestStatus
-from airflow_provider_muscle_surge.exceptions import InferenceFailed, InferenceTimeout, MalformedResponse
-from airflow_provider_muscle_surge.polling import PollSchedule, Watch
+from airflow_provider_muscle_surge.exceptions import (
+    InferenceFailed,
+    InferenceTimeout,
+    InvalidParameter,
+    MalformedResponse,
+)
+from airflow_provider_muscle_surge.polling import (
+    MIN_POLL_INTERVAL,
+    PollSchedule,
+    Watch,
+    check_interval,
+    check_timeout,
+    validate_overrides,
+)
 
 # Default muscle-surge schedule: expected 45.5 s, dense window 40.95-50.05 s, first poll at ~15 s.
 STEADY = PollSchedule(jitter=0.0)
@@ -138,6 +151,110 @@ def test_for_model_uses_the_models_typical_render_time():
     assert PollSchedule.for_model("muscle-surge", expected_seconds=3.0, jitter=0.0) == PollSchedule(
         expected_seconds=3.0, jitter=0.0
     )
+
+
+# --- user-supplied overrides are checked (operator/sensor poll_schedule, connection extra.poll) ----------
+def test_valid_overrides_come_back_as_numbers_and_build_the_schedule_they_describe():
+    overrides = {"expected_seconds": "30", "dense_interval": 2, "max_interval": 20.0, "first_poll_seconds": 0}
+    checked = validate_overrides(overrides)
+    assert checked == {"expected_seconds": 30.0, "dense_interval": 2.0, "max_interval": 20.0, "first_poll_seconds": 0.0}
+    assert PollSchedule.checked("muscle-surge", overrides) == PollSchedule(**checked)
+
+
+def test_none_is_allowed_where_the_field_defaults_to_none():
+    checked = validate_overrides({"spread_seconds": None, "first_poll_seconds": None, "fixed_interval": None})
+    assert PollSchedule(**checked) == PollSchedule()
+
+
+def test_an_unknown_field_is_refused_naming_it_and_listing_the_valid_ones():
+    with pytest.raises(InvalidParameter) as info:
+        validate_overrides({"dense_intreval": 0.5})
+    assert info.value.field == "poll_schedule.dense_intreval"
+    for name in PollSchedule.__dataclass_fields__:
+        assert name in info.value.rule
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"expected_seconds": 0}, "expected_seconds"),
+        ({"expected_seconds": -45.5}, "expected_seconds"),
+        ({"expected_seconds": float("inf")}, "expected_seconds"),
+        ({"expected_seconds": "soon"}, "expected_seconds"),
+        ({"expected_seconds": None}, "expected_seconds"),
+        ({"spread_seconds": -1}, "spread_seconds"),
+        ({"dense_interval": 0}, "dense_interval"),
+        ({"dense_interval": MIN_POLL_INTERVAL / 2}, "dense_interval"),
+        ({"dense_interval": float("nan")}, "dense_interval"),
+        ({"dense_interval": True}, "dense_interval"),
+        ({"max_interval": [15]}, "max_interval"),
+        ({"first_poll_seconds": -0.1}, "first_poll_seconds"),
+        ({"backoff_factor": 0.5}, "backoff_factor"),
+        ({"jitter": -0.1}, "jitter"),
+        ({"jitter": 1.0}, "jitter"),
+        ({"fixed_interval": 0}, "fixed_interval"),
+        ({"fixed_interval": False}, "fixed_interval"),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, dict) else v,
+)
+def test_a_field_of_the_wrong_type_or_out_of_range_is_refused_by_name(overrides, field):
+    with pytest.raises(InvalidParameter) as info:
+        validate_overrides(overrides)
+    assert info.value.field == f"poll_schedule.{field}"
+    assert str(info.value).startswith(f"invalid poll_schedule.{field}={overrides[field]!r}: ")
+
+
+def test_a_ceiling_below_the_dense_interval_is_refused():
+    with pytest.raises(InvalidParameter) as info:
+        validate_overrides({"dense_interval": 5, "max_interval": 2})
+    assert info.value.field == "poll_schedule.max_interval"
+    assert "must be at least dense_interval (5)" in info.value.rule
+
+
+def test_a_ceiling_below_the_default_dense_interval_is_refused_too():
+    """The check is on the schedule the overrides make, defaults included, not on the overrides alone."""
+    with pytest.raises(InvalidParameter, match=r"max_interval \(0.5\) must be at least dense_interval \(0.9\)"):
+        validate_overrides({"max_interval": 0.5})
+
+
+def test_layers_that_are_fine_alone_are_refused_together():
+    """A connection's dense_interval under an operator's lower max_interval: each passes, the merge does not."""
+    connection = validate_overrides({"dense_interval": 5}, source="extra.poll")
+    own = validate_overrides({"max_interval": 3})
+    with pytest.raises(InvalidParameter, match="must be at least dense_interval"):
+        PollSchedule.checked("muscle-surge", {**connection, **own})
+
+
+def test_the_source_names_where_a_bad_value_came_from():
+    with pytest.raises(InvalidParameter) as info:
+        validate_overrides({"dense_interval": 0}, source="extra.poll")
+    assert info.value.field == "extra.poll.dense_interval"
+    assert str(info.value).startswith("invalid extra.poll.dense_interval=0: ")
+
+
+@pytest.mark.parametrize("overrides", ["fast", ["dense_interval", 1], 5])
+def test_overrides_that_are_not_a_dict_are_refused(overrides):
+    with pytest.raises(InvalidParameter) as info:
+        validate_overrides(overrides, source="extra.poll")
+    assert info.value.field == "extra.poll"
+
+
+def test_the_interval_floor_is_inclusive_and_numeric_strings_are_read():
+    assert check_interval("poll_interval", MIN_POLL_INTERVAL) == MIN_POLL_INTERVAL
+    assert check_interval("poll_interval", "2.5") == 2.5
+    with pytest.raises(InvalidParameter, match=f"at least {MIN_POLL_INTERVAL:g}"):
+        check_interval("poll_interval", MIN_POLL_INTERVAL * 0.99)
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "1e999", True, "an hour", None, timedelta(0)])
+def test_a_timeout_must_be_positive_and_finite(value):
+    with pytest.raises(InvalidParameter) as info:
+        check_timeout("timeout", value)
+    assert info.value.field == "timeout"
+
+
+def test_a_timeout_may_be_seconds_a_numeric_string_or_a_timedelta():
+    assert [check_timeout("timeout", v) for v in (90, 0.5, "600", timedelta(minutes=2))] == [90.0, 0.5, 600.0, 120.0]
 
 
 # --- the point of it all: far fewer calls than the SDK's fixed 1 s polling --------------------------
