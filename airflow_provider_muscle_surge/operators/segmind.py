@@ -167,7 +167,7 @@ class SegmindSubmitOperator(BaseOperator):
             try_number = getattr(context.get("ti"), "try_number", None)
             # Fails, before anything is paid, when Airflow already gave this try up (see reattach).
             reattach.claim(context, fingerprint, try_number)
-            submission = hook.submit(self.model, body)
+            submission = hook.submit(self.model, body, resubmit_on_unknown_outcome=self.resubmit_on_unknown_outcome)
             record = reattach.RequestRecord(
                 request_id=submission.request_id,
                 status_url=submission.status_url,
