@@ -3,56 +3,89 @@
 The trigger turns the outcome of :meth:`SegmindAsyncHook.wait_for_request` into one event;
 ``execute_complete`` turns the event back into the *same* exception class the blocking path
 raises, so a deferrable and a blocking task fail identically (and retry, or not, identically).
-Events hold plain JSON only.
+
+Events hold plain JSON only, and name an outcome by a fixed *kind* from :data:`ERROR_KINDS`, never
+by a Python class name: an event may sit in the database across an upgrade, and renaming a class
+must not turn a stored deferral into an unreadable one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_muscle_surge import exceptions as exc_module
 from airflow_provider_muscle_surge.exceptions import (
+    AuthenticationError,
+    BadRequest,
+    CertificateError,
     InferenceFailed,
     InferenceTimeout,
+    InsecureConnection,
+    InsufficientCredits,
+    InvalidParameter,
     MalformedResponse,
+    ModelNotFound,
+    PermanentSegmindError,
     PollingGaveUp,
+    RedirectRefused,
     RequestExpired,
     SegmindError,
     rebuild,
 )
 
 COMPLETED = "completed"
-FAILED = "failed"
-EXPIRED = "expired"
-TIMEOUT = "timeout"
-ERROR = "error"
-KINDS = (COMPLETED, FAILED, EXPIRED, TIMEOUT, ERROR)
+#: Every failure kind an event may carry, and the exception it stands for. Append only: a stored
+#: event names one of these, so a kind is never renamed or reused.
+ERROR_KINDS: Mapping[str, type[SegmindError]] = {
+    "failed": InferenceFailed,
+    "expired": RequestExpired,
+    "timeout": InferenceTimeout,
+    "gave_up": PollingGaveUp,
+    "auth": AuthenticationError,
+    "credits": InsufficientCredits,
+    "bad_request": BadRequest,
+    "model_not_found": ModelNotFound,
+    "malformed": MalformedResponse,
+    "insecure": InsecureConnection,
+    "redirect": RedirectRefused,
+    "certificate": CertificateError,
+    "invalid": InvalidParameter,
+    "error": PermanentSegmindError,
+}
+KINDS = (COMPLETED, *ERROR_KINDS)
+#: Events written by 0.1.0 said ``"status": "error"`` and named the class; these are the names it used.
+_LEGACY_CLASSES = {
+    cls.__name__: cls
+    for cls in (AuthenticationError, BadRequest, InsufficientCredits, MalformedResponse, ModelNotFound, PollingGaveUp)
+}
 
 
 def completed_event(request_id: str, result: dict[str, Any]) -> dict[str, Any]:
     return {"status": COMPLETED, "request_id": request_id, "result": result}
 
 
+def kind_of(err: SegmindError) -> str:
+    """The kind of the nearest class of ``err`` in :data:`ERROR_KINDS` (most specific first)."""
+    for cls in type(err).__mro__:
+        for kind, known in ERROR_KINDS.items():
+            if cls is known:
+                return kind
+    return "gave_up" if err.retryable else "error"
+
+
 def error_event(request_id: str, err: SegmindError) -> dict[str, Any]:
     """The event for a wait that ended in ``err``.
 
-    A transient error that outlived the hook's retries becomes :class:`PollingGaveUp`: the
-    job may be fine, and the retried task must re-attach to it, not submit again.
+    A transient error that outlived the hook's retries becomes :class:`PollingGaveUp` (the wait
+    already raises it; this covers anything else): the job may be fine, and the retried task must
+    re-attach to it, not submit again.
     """
-    if err.retryable:
-        err = PollingGaveUp(
-            f"gave up polling Segmind request {request_id} after repeated transient errors ({err}). "
-            "The job itself may still be running; the next try re-attaches to it instead of paying again.",
-            status_code=err.status_code,
-            detail=err.detail,
-            request_id=request_id,
-        )
-    kind = {InferenceFailed: FAILED, RequestExpired: EXPIRED, InferenceTimeout: TIMEOUT}.get(type(err), ERROR)
+    if err.retryable and not isinstance(err, PollingGaveUp):
+        err = PollingGaveUp.after(request_id, err)
     return {
-        "status": kind,
+        "status": kind_of(err),
         "request_id": request_id,
         "message": str(err),
-        "error_class": type(err).__name__,
         "error_state": {k: v for k, v in vars(err).items() if isinstance(v, (str, int, float, bool, type(None)))},
     }
 
@@ -69,7 +102,7 @@ def result_from_event(event: Any) -> dict[str, Any]:
         if not isinstance(result, dict):
             raise MalformedResponse(f"the Segmind trigger reported completion without a result body: {event!r}")
         return result
-    cls = getattr(exc_module, str(event.get("error_class")), None)
-    if not (isinstance(cls, type) and issubclass(cls, SegmindError)):
-        cls = MalformedResponse
+    cls = ERROR_KINDS[event["status"]]
+    if event["status"] == "error" and "error_class" in event:
+        cls = _LEGACY_CLASSES.get(str(event["error_class"]), MalformedResponse)
     raise rebuild(cls, str(event.get("message") or event), dict(event.get("error_state") or {}))

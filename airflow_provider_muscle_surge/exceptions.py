@@ -234,5 +234,16 @@ class PollingGaveUp(RetryableSegmindError):
     """The status endpoint stayed unreachable; the job itself may be fine.
 
     Retryable on purpose: the request id is kept (in ``task_state_store``) so the next try
-    re-attaches to the same paid job instead of submitting again.
+    re-attaches to the same paid job instead of submitting again. The blocking wait and the trigger
+    both end a wait with it, so both modes fail (and retry) the same way.
     """
+
+    @classmethod
+    def after(cls, request_id: str, err: SegmindError) -> PollingGaveUp:
+        return cls(
+            f"gave up polling Segmind request {request_id} after repeated transient errors ({err}). "
+            "The job itself may still be running; the next try re-attaches to it instead of paying again.",
+            status_code=err.status_code,
+            detail=err.detail,
+            request_id=request_id,
+        )

@@ -310,7 +310,9 @@ def test_a_server_that_keeps_failing_is_tried_exactly_max_retries_plus_one_times
 
 def test_a_whole_job_survives_a_flaky_api(special, monkeypatch):
     emu = special("flaky")  # 30 % of API calls fail with 5xx or a dropped connection
-    use_connection(monkeypatch, emu.url, max_retries=10)
+    # The emulator injects its faults before processing, so resubmitting is safe here; a client cannot
+    # know that, so without the opt-in a lost submit answer raises SubmitOutcomeUnknown instead.
+    use_connection(monkeypatch, emu.url, max_retries=10, resubmit_on_unknown_outcome=True)
     hook = SegmindHook()
     submission = hook.submit("muscle-surge", {"image_url": emu.sample_url()})
     result = hook.wait_for_request(submission.request_id, timeout=30)

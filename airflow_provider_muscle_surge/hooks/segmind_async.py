@@ -23,6 +23,7 @@ from airflow_provider_muscle_surge.answers import MAX_ANSWER_BYTES, RawAnswer
 from airflow_provider_muscle_surge.exceptions import (
     CertificateError,
     InferenceTimeout,
+    PollingGaveUp,
     SegmindError,
     SubmitOutcomeUnknown,
     TransportError,
@@ -159,10 +160,13 @@ class SegmindAsyncHook(BaseHook):
                 if step.done:
                     return await self.get_result(request_id, until=max(until, time.time() + LAST_LOOK_SECONDS))
             except SegmindError as err:
-                if err.retryable and time.time() >= deadline:
+                if not err.retryable or isinstance(err, PollingGaveUp):
+                    raise
+                if time.time() >= deadline:
                     last = watch.last_status.value if watch.last_status else None
                     raise InferenceTimeout(request_id, time.time() - submitted_at, last) from None
-                raise
+                # The same class in blocking and deferrable mode: the job may be fine, a retry re-attaches.
+                raise PollingGaveUp.after(request_id, err) from None
             await asyncio.sleep(step.delay or 0.0)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_muscle_surge import contract, events
-from airflow_provider_muscle_surge.exceptions import InferenceTimeout, SegmindError, TransportError
+from airflow_provider_muscle_surge.exceptions import InferenceTimeout, PollingGaveUp, SegmindError, TransportError
 from airflow_provider_muscle_surge.hooks.segmind_async import LAST_LOOK_SECONDS, SegmindAsyncHook
 from airflow_provider_muscle_surge.hooks.settings import DEFAULT_CONN_ID
 from airflow_provider_muscle_surge.polling import PollSchedule, Step, Watch
@@ -83,8 +83,8 @@ class SegmindRequestTrigger(BaseTrigger):
             return
         except Exception as err:  # the triggerer must get an event, whatever broke
             self.log.exception("Segmind request %s: unexpected error while waiting", self.request_id)
-            wrapped = TransportError(f"unexpected {type(err).__name__} while waiting: {contract.shorten(str(err))}")
-            yield TriggerEvent(events.error_event(self.request_id, wrapped))
+            cause = TransportError(f"unexpected {type(err).__name__} while waiting: {contract.shorten(str(err))}")
+            yield TriggerEvent(events.error_event(self.request_id, PollingGaveUp.after(self.request_id, cause)))
             return
         self.log.info("Segmind request %s COMPLETED after %.1fs", self.request_id, time.time() - self.submitted_at)
         yield TriggerEvent(events.completed_event(self.request_id, result))

@@ -72,8 +72,10 @@ SCENARIOS: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
         {"job_seconds": 2, "job_spread": 0.1, "rate_limit": LOAD_RATE, "fault_rate": 0.05, "seed": 21},
         "segmind_default",
         # Many calls share one rate-limited key: a generous retry budget, so the hook rides out
-        # bursts of 429s and faults without failing the task.
-        {"poll": POLL, **FAST_RETRY, "max_retries": 60, "max_retry_seconds": 900},
+        # bursts of 429s and faults without failing the task. The emulator injects its faults before
+        # processing, so a faulted submit was never accepted: the opt-in resubmits it, and the test's
+        # "one accepted job per task" shows no lost answer was paid twice.
+        {"poll": POLL, **FAST_RETRY, "max_retries": 60, "max_retry_seconds": 900, "resubmit_on_unknown_outcome": True},
     ),
     "crash": (
         {"job_seconds": 8, "job_spread": 0.05, "seed": 22},
