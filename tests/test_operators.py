@@ -30,7 +30,12 @@ from dags_for_tests.dagtest_support import (
 )
 
 from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
-from airflow_provider_muscle_surge.exceptions import InferenceFailed, InferenceTimeout, InvalidParameter
+from airflow_provider_muscle_surge.exceptions import (
+    InferenceFailed,
+    InferenceTimeout,
+    InvalidParameter,
+    SubmitOutcomeUnknown,
+)
 from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator, SegmindSubmitOperator
 from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger
 
@@ -299,6 +304,106 @@ def test_failed_request_fails_the_task_without_retries_and_with_the_server_detai
     assert RAI_DETAIL in str(error)
     assert error.request_id == xcom(run, "surge", "request_id")
     assert segmind_conn.stats()["submissions_total"] == 1
+
+
+# --- output_path: a file or a folder ------------------------------------------------------------------------
+OUTPUT_URL = "https://cdn.example.com/outputs/req-1.mp4?signature=abc"
+
+
+@pytest.mark.parametrize(
+    ("output_path", "existing_folder", "saved_as"),
+    [
+        ("clip.mp4", None, "clip.mp4"),
+        ("videos/", None, "videos/req-1.mp4"),
+        ("videos", None, "videos/req-1.mp4"),
+        ("videos.v2/", None, "videos.v2/req-1.mp4"),
+        ("videos.v2", "videos.v2", "videos.v2/req-1.mp4"),
+        ("videos.v2", None, "videos.v2"),
+        ("my videos/100%/", None, "my videos/100%/req-1.mp4"),
+    ],
+    ids=[
+        "suffix-is-a-file",
+        "trailing-slash",
+        "no-suffix",
+        "dotted-with-slash",
+        "existing-dotted-folder",
+        "dotted-is-a-file-until-it-exists",
+        "spaces-and-percent-kept-as-written",
+    ],
+)
+def test_output_path_names_a_file_or_a_folder(
+    tmp_path: Path, output_path: str, existing_folder: str | None, saved_as: str
+) -> None:
+    if existing_folder:
+        (tmp_path / existing_folder).mkdir()
+    op = MuscleSurgeOperator(task_id="surge", image_url=IMAGE, output_path=f"{tmp_path}/{output_path}")
+
+    destination = op._destination("req-1", OUTPUT_URL)
+
+    assert destination.path == f"{tmp_path}/{saved_as}"
+
+
+def test_output_url_without_a_suffix_is_saved_as_bin(tmp_path: Path) -> None:
+    op = MuscleSurgeOperator(task_id="surge", image_url=IMAGE, output_path=f"{tmp_path}/videos/")
+    assert op._destination("req-1", "https://cdn.example.com/outputs/req-1").path == f"{tmp_path}/videos/req-1.bin"
+
+
+def test_an_existing_folder_with_a_dot_in_its_name_gets_the_video_inside(
+    new_dag: Any, segmind_conn: EmulatorProcess, tmp_path: Path
+) -> None:
+    folder = tmp_path / "videos.v2"
+    folder.mkdir()
+    with new_dag() as dag:
+        MuscleSurgeOperator(task_id="surge", image_url=segmind_conn.sample_url(), output_path=str(folder), **FAST)
+
+    run = run_dag(dag)
+
+    assert task_states(run) == {"surge": "success"}
+    result = xcom(run, "surge")
+    video = folder / f"{result['request_id']}.mp4"
+    assert folder.is_dir(), "the folder was not replaced by the video"
+    assert list(folder.iterdir()) == [video]
+    assert hashlib.sha256(video.read_bytes()).hexdigest() == result["saved"]["sha256"]
+
+
+# --- a submit whose answer is lost -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("operator_says", "connection_says", "submissions"),
+    [(None, None, 1), (True, None, 2), (None, True, 2), (False, True, 1)],
+    ids=["default-no-resubmit", "operator-opts-in", "connection-opts-in", "operator-overrides-connection"],
+)
+def test_resubmit_on_unknown_outcome_decides_whether_a_lost_submit_is_sent_again(
+    new_dag: Any,
+    segmind_conn: EmulatorProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    operator_says: bool | None,
+    connection_says: bool | None,
+    submissions: int,
+) -> None:
+    if connection_says is not None:
+        conn = {**segmind_conn.connection_dict(), "extra": {"resubmit_on_unknown_outcome": connection_says}}
+        monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
+    # Segmind accepts (and bills) the first submit, but its answer never arrives.
+    segmind_conn.set_fault_rules({"mode": "accept_then_drop", "endpoints": ["submit"], "times": 1})
+    failures = FailureRecorder()
+    with new_dag() as dag:
+        MuscleSurgeOperator(
+            task_id="surge",
+            image_url=segmind_conn.sample_url(),
+            resubmit_on_unknown_outcome=operator_says,
+            on_failure_callback=failures,
+            **FAST,
+        )
+
+    run = run_dag(dag)
+
+    assert segmind_conn.stats()["submissions_total"] == submissions
+    if submissions == 1:
+        assert task_states(run) == {"surge": "failed"}
+        (error,) = failures.errors
+        assert isinstance(error, SubmitOutcomeUnknown)
+    else:
+        assert task_states(run) == {"surge": "success"}
 
 
 # --- any other model -------------------------------------------------------------------------------------
