@@ -8,6 +8,7 @@ deferrable mode. COMPLETED returns the result; FAILED and expired fail the task 
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from dags_for_tests.dagtest_support import (
 )
 
 from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
-from airflow_provider_muscle_surge.exceptions import InferenceFailed, RequestExpired
+from airflow_provider_muscle_surge.exceptions import InferenceFailed, InvalidParameter, RequestExpired
 from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
 from airflow_provider_muscle_surge.sensors.segmind import SegmindRequestSensor
 
@@ -158,3 +159,42 @@ def test_poke_says_not_yet_while_the_job_runs(segmind_conn: EmulatorProcess) -> 
 
     assert sensor.poke(context) is False
     assert "output_url" not in context["ti"].xcom
+
+
+# --- bad settings: refused before the first status call ---------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_a_bad_poll_setting_in_the_connection_fails_the_sensor_before_any_status_call(
+    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    conn = {**segmind_conn.connection_dict(), "extra": {"poll": {"max_interval": 0.1}}}
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
+    failures = FailureRecorder()
+    with new_dag() as dag:
+        SegmindRequestSensor(
+            task_id="wait", request_id="req-1", timeout=60, retries=2, on_failure_callback=failures, **MODES[mode]
+        )
+
+    run = run_dag(dag)
+
+    assert task_states(run) == {"wait": "failed"}
+    assert try_numbers(run) == {"wait": 1}
+    (error,) = failures.errors
+    assert isinstance(error, InvalidParameter)
+    assert (error.field, error.value) == ("extra.poll.max_interval", 0.1)
+    assert segmind_conn.stats()["status_polls"] == 0
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"), [("timeout", 0), ("deferrable", "false"), ("poll_schedule", {"jitter": 2})], ids=repr
+)
+def test_a_setting_changed_after_definition_is_checked_again_before_any_status_call(
+    segmind_conn: EmulatorProcess, attribute: str, value: Any
+) -> None:
+    sensor = SegmindRequestSensor(task_id="wait", request_id="req-1")
+    setattr(sensor, attribute, value)
+
+    with pytest.raises(InvalidParameter) as info:
+        sensor.execute(fake_context())
+
+    assert info.value.field.split(".")[0] == attribute
+    assert segmind_conn.stats()["status_polls"] == 0
