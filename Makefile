@@ -5,10 +5,14 @@ PYTEST_ARGS ?=
 
 .PHONY: venv test test-fast lint demo bench clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# Two editable distributions side by side: the provider (with its test tools) and the Segmind emulator
+# (segmind-emulator/: aiohttp, PyAV, Pillow, numpy). The emulator goes last: reinstalling an older
+# provider that still declared the `segmind-emulator` script would otherwise delete that script.
+$(VENV)/.installed: setup.cfg pyproject.toml segmind-emulator/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ./segmind-emulator
 	touch $@
 
 venv: $(VENV)/.installed

@@ -165,7 +165,7 @@ def set_connection(conn_id: str, url: str, api_key: str, extra: dict[str, Any] |
 @contextlib.contextmanager
 def emulators(count: int = 1, **flags: Any) -> Iterator[list[Any]]:
     """``count`` emulator processes (separate OS processes, free ports), stopped on exit."""
-    from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
+    from segmind_emulator.testing import EmulatorProcess
 
     started: list[Any] = []
     try:

@@ -49,7 +49,7 @@ FORBIDDEN = (
     "yarl",
     "airflow_provider_muscle_surge.hooks",
     "airflow_provider_muscle_surge.triggers",
-    "airflow_provider_muscle_surge.emulator",
+    "segmind_emulator",
 )
 
 _IMPORT_PROBE = """

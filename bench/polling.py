@@ -187,7 +187,8 @@ async def run_live(args: argparse.Namespace) -> tuple[list[Variant], dict[str, A
 
 def run_simulation(args: argparse.Namespace) -> list[Variant]:
     """Zero-latency replay of the same Watch/PollSchedule against the emulator's distribution."""
-    from airflow_provider_muscle_surge.emulator.state import draw_render_seconds
+    from segmind_emulator.state import draw_render_seconds
+
     from airflow_provider_muscle_surge.polling import Watch
 
     vs = variants()

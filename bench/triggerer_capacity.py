@@ -57,7 +57,7 @@ def _emu_cpu(pids: list[int]) -> float:
 
 def _emulator_stats(urls: list[str]) -> dict[str, int]:
     total: dict[str, int] = {"status_polls": 0, "results": 0, "submissions_total": 0}
-    from airflow_provider_muscle_surge.emulator.config import DEFAULT_API_KEY  # common.emulators() starts them so
+    from segmind_emulator.config import DEFAULT_API_KEY  # common.emulators() starts them so
 
     for url in urls:
         stats_request = urllib.request.Request(url + "/_emulator/stats", headers={"x-api-key": DEFAULT_API_KEY})

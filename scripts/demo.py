@@ -111,7 +111,7 @@ class Demo:
         return code
 
     def start_emulator(self) -> None:
-        from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
+        from segmind_emulator.testing import EmulatorProcess
 
         self.emulator = EmulatorProcess(
             api_key=DEMO_KEY, job_seconds=self.args.job_seconds, data_dir=str(self.home / "emulator")

@@ -18,8 +18,7 @@ import pytest
 from airflow.sdk import DAG
 from dags_for_tests.dagtest_support import dag_id_for, use_private_airflow_db
 from hypothesis import settings
-
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
+from segmind_emulator.testing import EmulatorProcess
 
 # --- emulator ------------------------------------------------------------------------------------
 EMULATOR_TEST_KEY = "test-key"

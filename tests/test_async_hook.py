@@ -20,8 +20,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 from airflow.sdk.exceptions import AirflowFailException
+from segmind_emulator.testing import EmulatorProcess, running_together
 
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess, running_together
 from airflow_provider_muscle_surge.exceptions import (
     AuthenticationError,
     InferenceFailed,

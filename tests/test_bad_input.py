@@ -43,9 +43,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from dags_for_tests.dagtest_support import FailureRecorder, run_dag, task_states, try_numbers
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+from segmind_emulator.testing import EmulatorProcess
 
 from airflow_provider_muscle_surge import contract, events
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
 from airflow_provider_muscle_surge.exceptions import (
     InvalidParameter,
     MalformedResponse,

@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
+from segmind_emulator.testing import EmulatorProcess
 
 from airflow_provider_muscle_surge import contract
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
 
 KEY = "test-key"
 TERMINAL = {"COMPLETED", "FAILED"}
@@ -201,7 +201,7 @@ def test_fast_motion_pumps_more_often_than_normal(rendered: dict[str, tuple[dict
 
 def test_render_is_deterministic_per_seed(tmp_path: Path) -> None:
     """Same bytes for the same input and seed (what makes the render cache sound); another seed differs."""
-    from airflow_provider_muscle_surge.emulator import render
+    from segmind_emulator import render
 
     image = render.render_sample("athlete-3")
     kw: dict[str, Any] = {"duration": 5, "quality": "360p", "motion_mode": "normal", "style": None}
@@ -215,7 +215,7 @@ def test_render_is_deterministic_per_seed(tmp_path: Path) -> None:
 def test_render_times_spread_realistically() -> None:
     import random
 
-    from airflow_provider_muscle_surge.emulator.state import draw_render_seconds
+    from segmind_emulator.state import draw_render_seconds
 
     rng = random.Random(3)
     draws = np.array([draw_render_seconds(rng, 45.5, 0.06) for _ in range(20_000)])
@@ -714,7 +714,7 @@ def test_segmind_conn_sets_the_airflow_connection(segmind_conn: EmulatorProcess)
 def test_package_import_is_light() -> None:
     """Importing the package (and the test helper) must not pull in the renderer or the server."""
     code = (
-        "import sys, airflow_provider_muscle_surge.emulator as e, airflow_provider_muscle_surge.emulator.testing;"
+        "import sys, segmind_emulator as e, segmind_emulator.testing;"
         "heavy = {'av', 'PIL', 'numpy', 'aiohttp'} & set(sys.modules); assert not heavy, heavy;"
         "print(e.EmulatorConfig().port)"
     )
@@ -723,8 +723,8 @@ def test_package_import_is_light() -> None:
 
 
 def test_cli_flags_map_to_the_config(capsys: pytest.CaptureFixture[str]) -> None:
-    from airflow_provider_muscle_surge.emulator.__main__ import build_parser, config_from_args
-    from airflow_provider_muscle_surge.emulator.config import EmulatorConfig
+    from segmind_emulator.__main__ import build_parser, config_from_args
+    from segmind_emulator.config import EmulatorConfig
 
     helptext = build_parser().format_help()
     for flag in (

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 import requests
+from segmind_emulator.testing import EmulatorProcess
 
 from airflow_provider_muscle_surge import contract
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
 
 KEY = "test-key"
 CREDITS = 50

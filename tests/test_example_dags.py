@@ -99,7 +99,7 @@ def test_dag_files_are_light_to_parse(tmp_path):
         "airflow_provider_muscle_surge.hooks.segmind",
         "airflow_provider_muscle_surge.hooks.segmind_async",
         "airflow_provider_muscle_surge.triggers.segmind",
-        "airflow_provider_muscle_surge.emulator",
+        "segmind_emulator",
     ]
     files = [str(p) for p in sorted(EXAMPLE_DAGS.glob("*.py"))]
     # ``airflow.sdk`` is imported first: what it pulls in by itself is not the DAG files' doing.

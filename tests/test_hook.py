@@ -25,8 +25,8 @@ import requests
 import responses
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
+from segmind_emulator.testing import EmulatorProcess, running_together
 
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess, running_together
 from airflow_provider_muscle_surge.exceptions import (
     AuthenticationError,
     BadRequest,

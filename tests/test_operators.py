@@ -28,8 +28,8 @@ from dags_for_tests.dagtest_support import (
     try_numbers,
     xcom,
 )
+from segmind_emulator.testing import EmulatorProcess
 
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
 from airflow_provider_muscle_surge.exceptions import (
     InferenceFailed,
     InferenceTimeout,

@@ -28,9 +28,9 @@ from dags_for_tests.dagtest_support import (
     try_numbers,
     xcom,
 )
+from segmind_emulator.testing import EmulatorProcess
 
 from airflow_provider_muscle_surge import reattach
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
 from airflow_provider_muscle_surge.exceptions import InferenceFailed, PollingGaveUp, ServerError
 from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
 from airflow_provider_muscle_surge.hooks.segmind_async import SegmindAsyncHook

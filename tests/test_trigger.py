@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 import requests
 from airflow.sdk._shared.module_loading import import_string
+from segmind_emulator.testing import EmulatorProcess
 
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
 from airflow_provider_muscle_surge.polling import PollSchedule
 from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger
 

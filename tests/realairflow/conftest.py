@@ -101,7 +101,7 @@ def session_emulator() -> Iterator[Any]:
     the emulators' URLs are part of that env, so the emulators must be shared for the session too.
     Flags are as for ``EmulatorProcess``; asking again for a name with other flags is an error.
     """
-    from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
+    from segmind_emulator.testing import EmulatorProcess
 
     started: dict[str, tuple[dict[str, Any], EmulatorProcess]] = {}
 

@@ -46,9 +46,9 @@ from typing import Any
 import pytest
 import requests
 from cryptography.fernet import Fernet
+from segmind_emulator.testing import EmulatorProcess
 
 from airflow_provider_muscle_surge import contract
-from airflow_provider_muscle_surge.emulator.testing import EmulatorProcess
 
 from .conftest import DeploymentFactory
 from .harness import AirflowDeployment, AirflowRestClient, wait_until

@@ -1,7 +1,7 @@
 """Pixel work of the emulator: the "muscle surge" MP4, prompt images and sample portraits.
 
 This is the only emulator module that imports PyAV, Pillow and numpy. The server imports it
-lazily, so ``import airflow_provider_muscle_surge.emulator`` and the CLI's ``--help`` stay fast
+lazily, so ``import segmind_emulator`` and the CLI's ``--help`` stay fast
 and do not need the ``emulator`` extra. Every function here is pure and blocking: the server
 runs them in a thread pool (PyAV, libx264 and Pillow release the GIL while they work), so the
 event loop keeps answering polls while a video encodes.

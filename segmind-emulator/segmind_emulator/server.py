@@ -47,10 +47,11 @@ import aiohttp
 from aiohttp import web
 
 from airflow_provider_muscle_surge import contract
-from airflow_provider_muscle_surge.emulator import faults
-from airflow_provider_muscle_surge.emulator.config import EmulatorConfig
-from airflow_provider_muscle_surge.emulator.faults import FaultRule, FaultSwitch
-from airflow_provider_muscle_surge.emulator.state import (
+from airflow_provider_muscle_surge.exceptions import InvalidParameter
+from segmind_emulator import faults
+from segmind_emulator.config import EmulatorConfig
+from segmind_emulator.faults import FaultRule, FaultSwitch
+from segmind_emulator.state import (
     FAIL_AFTER_FRACTION,
     QUEUED_FRACTION,
     Credits,
@@ -62,7 +63,6 @@ from airflow_provider_muscle_surge.emulator.state import (
     iso_utc,
     mask_key,
 )
-from airflow_provider_muscle_surge.exceptions import InvalidParameter
 
 log = logging.getLogger("segmind_emulator")
 
@@ -384,7 +384,7 @@ class Emulator:
         if RAI_MARKER in image_url:
             raise JobFailure(RAI_DETAIL)
         data = await self._load_image(image_url)
-        from airflow_provider_muscle_surge.emulator import render
+        from segmind_emulator import render
 
         loop = asyncio.get_running_loop()
         try:
@@ -437,7 +437,7 @@ class Emulator:
         return {**await asyncio.shield(task), "cache_hit": hit}
 
     async def _encode(self, cache_key: str, data: bytes, p: dict[str, Any]) -> dict[str, Any]:
-        from airflow_provider_muscle_surge.emulator import render
+        from segmind_emulator import render
 
         dest = self.data_dir / "renders" / f"{cache_key}.mp4"
         self.stats.renders += 1
@@ -468,7 +468,7 @@ class Emulator:
         prompt: str = job.params["prompt"]
         if RAI_MARKER in prompt:
             raise JobFailure("Content blocked by the responsible-AI filter: the prompt was flagged as unsafe")
-        from airflow_provider_muscle_surge.emulator import render
+        from segmind_emulator import render
 
         png = await asyncio.get_running_loop().run_in_executor(self._probe_pool, render.render_prompt_image, prompt)
         out = self.data_dir / "outputs" / f"{job.request_id}.png"
@@ -639,7 +639,7 @@ class Emulator:
         return web.FileResponse(path)
 
     async def sample(self, request: web.Request) -> web.StreamResponse:
-        from airflow_provider_muscle_surge.emulator import render
+        from segmind_emulator import render
 
         name = request.match_info["name"]
         if name not in render.SAMPLES:
@@ -651,7 +651,7 @@ class Emulator:
         return web.Response(body=self._samples[name], content_type="image/png")
 
     async def sample_index(self, request: web.Request) -> web.StreamResponse:
-        from airflow_provider_muscle_surge.emulator import render
+        from segmind_emulator import render
 
         origin = self.origin(request)
         return web.json_response(

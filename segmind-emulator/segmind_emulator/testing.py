@@ -28,8 +28,8 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
-from airflow_provider_muscle_surge.emulator.__main__ import READY_PREFIX
-from airflow_provider_muscle_surge.emulator.config import DEFAULT_API_KEY
+from segmind_emulator.__main__ import READY_PREFIX
+from segmind_emulator.config import DEFAULT_API_KEY
 
 STARTUP_TIMEOUT = 30.0
 
@@ -98,7 +98,7 @@ class EmulatorProcess:
         cmd = [
             sys.executable,
             "-m",
-            "airflow_provider_muscle_surge.emulator",
+            "segmind_emulator",
             *_flag_args(self.flags),
             *_flag_args({"api_key": self.api_keys}),
         ]

@@ -1,4 +1,4 @@
-"""``segmind-emulator`` / ``python -m airflow_provider_muscle_surge.emulator``: run the emulator.
+"""``segmind-emulator`` / ``python -m segmind_emulator``: run the emulator.
 
 Prints exactly one line on stdout once the socket is bound --
 ``Segmind emulator listening on http://HOST:PORT`` -- and flushes it, because scripts and the
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from airflow_provider_muscle_surge.emulator.config import DEFAULT_API_KEY, DEFAULT_PORT, EmulatorConfig
+from segmind_emulator.config import DEFAULT_API_KEY, DEFAULT_PORT, EmulatorConfig
 
 READY_PREFIX = "Segmind emulator listening on "
 
@@ -108,7 +108,7 @@ def _announce(url: str) -> None:
 
 
 async def _run(config: EmulatorConfig) -> None:
-    from airflow_provider_muscle_surge.emulator.server import serve
+    from segmind_emulator.server import serve
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,8 +1,8 @@
 """A local emulator of the Segmind API for muscle-surge (and simple image models).
 
-Run it with ``segmind-emulator`` or ``python -m airflow_provider_muscle_surge.emulator``; use it
+Run it with ``segmind-emulator`` or ``python -m segmind_emulator``; use it
 from Python with :class:`EmulatorConfig` plus :func:`build_app` / :func:`serve`, or from tests with
-:class:`airflow_provider_muscle_surge.emulator.testing.EmulatorProcess`. On start it prints one
+:class:`segmind_emulator.testing.EmulatorProcess`. On start it prints one
 line, ``Segmind emulator listening on http://HOST:PORT``; logs go to stderr.
 
 API endpoints (``x-api-key`` required; default key ``emulator-key`` when no ``--api-key`` is given):
@@ -52,17 +52,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_muscle_surge.emulator.config import DEFAULT_API_KEY, EmulatorConfig
+from segmind_emulator.config import DEFAULT_API_KEY, EmulatorConfig
 
 if TYPE_CHECKING:
-    from airflow_provider_muscle_surge.emulator.server import build_app, serve
+    from segmind_emulator.server import build_app, serve
 
 __all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "build_app", "serve"]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("build_app", "serve"):
-        from airflow_provider_muscle_surge.emulator import server
+        from segmind_emulator import server
 
         return getattr(server, name)
     raise AttributeError(name)

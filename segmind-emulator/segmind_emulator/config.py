@@ -1,7 +1,7 @@
 """Settings of the emulator, shared by the CLI (``__main__``), the Python API and the test helper.
 
 One dataclass so that every way of starting the server accepts the same knobs with the same
-defaults; :func:`airflow_provider_muscle_surge.emulator.__main__.build_parser` maps each field to
+defaults; :func:`segmind_emulator.__main__.build_parser` maps each field to
 one ``--flag``.
 """
 
