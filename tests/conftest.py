@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG
 from dags_for_tests.dagtest_support import dag_id_for, use_private_airflow_db
+from hostile import HostileServer
 from hypothesis import settings
 from segmind_emulator.testing import EmulatorProcess
 
@@ -66,6 +67,20 @@ def segmind_conn(fresh_emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatc
     """``AIRFLOW_CONN_SEGMIND_DEFAULT`` pointing at the (reset) session emulator; returns the emulator."""
     monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", fresh_emulator.connection_json())
     return fresh_emulator
+
+
+@pytest.fixture
+def hostile_server() -> Iterator[Callable[..., HostileServer]]:
+    """Start :class:`hostile.HostileServer` instances (``hostile_server(body, drip=1.0)``), closed at teardown."""
+    servers: list[HostileServer] = []
+
+    def start(body: bytes = b"", **kwargs: Any) -> HostileServer:
+        servers.append(HostileServer(body, **kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 # --- hypothesis ------------------------------------------------------------------------------------

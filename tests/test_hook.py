@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -353,44 +351,8 @@ def test_a_persistent_5xx_ends_in_server_error_with_status_and_detail(monkeypatc
     assert "maintenance" in str(excinfo.value)
 
 
-class TruncatingServer:
-    """A socket server that promises ``length`` bytes, sends ``sent`` and hangs up: a body cut short."""
-
-    def __init__(self, sent: bytes, length: int, content_type: str) -> None:
-        self.head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n".encode()
-        self.sent = sent
-        self.connections = 0
-        self.socket = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                conn.recv(65536)
-                conn.sendall(self.head + self.sent)
-
-
-@pytest.fixture
-def truncating_server() -> Iterator[Callable[..., TruncatingServer]]:
-    servers: list[TruncatingServer] = []
-
-    def start(sent: bytes, length: int, content_type: str = "application/json") -> TruncatingServer:
-        servers.append(TruncatingServer(sent, length, content_type))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.socket.close()
-
-
-def test_a_truncated_answer_is_a_retried_transport_error(truncating_server, monkeypatch):
-    server = truncating_server(b'{"status": "QUEU', 1000)
+def test_a_truncated_answer_is_a_retried_transport_error(hostile_server, monkeypatch):
+    server = hostile_server(b'{"status": "QUEU', length=1000)
     use_connection(monkeypatch, server.url)
     with pytest.raises(TransportError, match="ChunkedEncodingError"):
         SegmindHook().get_status("r1")
@@ -532,8 +494,9 @@ def test_download_over_the_size_cap_leaves_no_file_and_no_part_file(hook, blob, 
     assert leftovers(tmp_path) == []
 
 
-def test_download_broken_off_mid_stream_leaves_no_file_and_no_part_file(hook, truncating_server, tmp_path):
-    url = truncating_server(os.urandom(1536 * 1024), 8 * 1024 * 1024, "video/mp4").url + "/video.mp4"
+def test_download_broken_off_mid_stream_leaves_no_file_and_no_part_file(hook, hostile_server, tmp_path):
+    server = hostile_server(os.urandom(1536 * 1024), length=8 * 1024 * 1024, headers={"Content-Type": "video/mp4"})
+    url = server.url + "/video.mp4"
     with pytest.raises(TransportError, match="broke off"):
         hook.download(url, tmp_path / "video.mp4")
     assert leftovers(tmp_path) == []

@@ -149,11 +149,13 @@ class SegmindHook(HttpHook):
     ) -> requests.Session:
         """A keep-alive, time-limited session carrying the key header; the extra is *not* sent as headers.
 
-        HttpHook would turn every extra key into a header and the password into basic auth;
-        neither is right for Segmind, so only its adapter mounting is reused.
+        HttpHook would turn every extra key into a header and the password into basic auth, and its
+        keep-alive adapter would replace the time-limited one; none of that is right for Segmind.
         """
         self.base_url = self.settings.base_url
-        session = self._configure_session_from_mount_adapters(time_limited_session())
+        session = time_limited_session()
+        if self.adapter:  # a caller's own adapter (HttpHook's ``adapter``): its connections are not time-limited
+            session.mount(f"{self.settings.origin.scheme}://", self.adapter)
         session.headers.update(self.settings.headers)
         if headers:
             session.headers.update(headers)

@@ -35,7 +35,7 @@ class TimeLimit:
     def __init__(self, seconds: float) -> None:
         self.deadline = time.monotonic() + max(0.0, seconds)
         self.expired = False
-        self._connections: list[HTTPConnection] = []
+        self._sockets: list[socket.socket] = []
         self._done = threading.Event()
         self._changed = threading.Condition()
 
@@ -61,11 +61,13 @@ class TimeLimit:
         with self._changed:
             self.deadline = max(self.deadline, deadline)
 
-    def attach(self, connection: HTTPConnection) -> None:
+    def attach(self, sock: socket.socket) -> None:
+        """Watch ``sock``: the socket itself, since http.client drops the connection's reference to it
+        once a response that closes the connection has started (the response keeps reading from it)."""
         with self._changed:
-            self._connections.append(connection)
+            self._sockets.append(sock)
             if self.expired:
-                _shut(connection)
+                _shut(sock)
 
     def _watch(self) -> None:
         with self._changed:
@@ -73,16 +75,13 @@ class TimeLimit:
                 left = self.deadline - time.monotonic()
                 if left <= 0:
                     self.expired = True
-                    for connection in self._connections:
-                        _shut(connection)
+                    for sock in self._sockets:
+                        _shut(sock)
                     return
                 self._changed.wait(left)
 
 
-def _shut(connection: HTTPConnection) -> None:
-    sock = getattr(connection, "sock", None)
-    if sock is None:
-        return
+def _shut(sock: socket.socket) -> None:
     # The plain-socket method even on an SSLSocket: it wakes the reader without touching TLS state.
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
@@ -92,10 +91,12 @@ class _Watched:
     """Mixin: report the connection to the thread's time limit before each request goes out."""
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        limit = getattr(_active, "limit", None)
-        if limit is not None:
-            limit.attach(self)  # type: ignore[arg-type]
+        # Connecting is bounded by the connect timeout; from the socket on, the limit takes over.
         super().request(*args, **kwargs)  # type: ignore[misc]
+        limit = getattr(_active, "limit", None)
+        sock = getattr(self, "sock", None)
+        if limit is not None and sock is not None:
+            limit.attach(sock)
 
 
 class _WatchedHTTPConnection(_Watched, HTTPConnection):
