@@ -338,18 +338,13 @@ def test_the_blocking_wait_gives_up_with_the_same_class_as_the_trigger(api):
 
 def test_a_tls_certificate_error_is_permanent_with_a_clear_message(monkeypatch):
     import ssl
-    import subprocess
     import tempfile
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
     from pathlib import Path
 
     folder = Path(tempfile.mkdtemp())
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-keyout", str(folder / "k.pem"), "-out", str(folder / "c.pem")],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    _self_signed_certificate(folder / "c.pem", folder / "k.pem")
     server = HTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(folder / "c.pem", folder / "k.pem")
@@ -371,3 +366,31 @@ def test_a_redirect_is_refused_even_to_the_same_origin(api):
     with pytest.raises(RedirectRefused):
         SegmindHook().get_status("r1")
     assert api.stats()["faults_by_mode"] == {"redirect": 1}
+
+
+def _self_signed_certificate(cert_path: Any, key_path: Any) -> None:
+    """A certificate no client trusts: what a TLS-intercepting proxy or a wrong host presents."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
