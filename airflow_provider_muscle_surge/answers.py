@@ -71,8 +71,8 @@ def interpret(
         )
     if ok and binary:
         return answer.content
-    body = contract.decode_body(redact(answer.content.decode("utf-8", "replace"), api_key))
-    if ok and not isinstance(body, (dict, list)):
+    body, is_json = contract.parse_json(redact(answer.content.decode("utf-8", "replace"), api_key))
+    if ok and not is_json:
         raise UnreadableAnswer(
             f"Segmind's answer from {url} (HTTP {status}) is not JSON, e.g. a proxy's page: {contract.shorten(body)}",
             status_code=status,

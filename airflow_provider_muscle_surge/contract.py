@@ -263,8 +263,11 @@ def _as_int(field: str, value: Any, rule: str) -> int:
     if isinstance(value, int):
         return value
     # ASCII digits only: "²".isdigit() is True but int("²") raises a bare ValueError.
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        return int(value.strip())
+    # At most 18 digits: int() refuses a 5,000-digit string with a bare ValueError (Python's
+    # int_max_str_digits), and no rule here accepts a number that long anyway.
+    digits = value.strip() if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 18:
+        return int(digits)
     raise InvalidParameter(field, value, rule)
 
 
@@ -353,11 +356,16 @@ def decode_body(raw: bytes | str) -> Any:
 
     Deeply nested JSON (``[[[[...``) exhausts the parser's recursion: that is not an API answer either.
     """
+    return parse_json(raw)[0]
+
+
+def parse_json(raw: bytes | str) -> tuple[Any, bool]:
+    """``(value, True)`` when ``raw`` is JSON, else ``(text, False)``: a JSON string and a page of text differ."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     try:
-        return json.loads(text)
+        return json.loads(text), True
     except (ValueError, RecursionError):
-        return text
+        return text, False
 
 
 def check_answer(

@@ -55,7 +55,7 @@ class SegmindSettings:
         # Registered before any request: whatever logs or exception text might echo it is redacted.
         mask_secret(conn.password)
         poll = extra.get("poll") or {}
-        if not isinstance(poll, dict):
+        if not isinstance(poll, dict):  # its fields are checked where a schedule is built (PollSchedule.checked)
             raise InvalidParameter("extra.poll", poll, "a JSON object of PollSchedule fields")
         return cls(
             base_url=base_url,
