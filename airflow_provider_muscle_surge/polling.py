@@ -14,13 +14,13 @@ polling in lockstep.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from airflow_provider_muscle_surge.checks import at_least, finite_number, positive_seconds
 from airflow_provider_muscle_surge.contract import (
     DEFAULT_TYPICAL_RENDER_SECONDS,
     TYPICAL_RENDER_SECONDS,
@@ -127,30 +127,11 @@ class PollSchedule:
 
 
 # --- checking user-supplied settings ------------------------------------------------------------
-def _number(field: str, value: Any, rule: str) -> float:
-    """``value`` as a finite float: ints, floats and numeric strings (connection extras are text).
-
-    A bool is refused although Python counts it as an int: ``True`` for a number of seconds is a
-    slip, not a request for one second.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InvalidParameter(field, value, rule)
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):
-        raise InvalidParameter(field, value, rule) from None
-    if not math.isfinite(number):
-        raise InvalidParameter(field, value, rule)
-    return number
-
-
 def check_interval(field: str, value: Any) -> float:
     """A wait between status calls: a finite number of seconds, at least :data:`MIN_POLL_INTERVAL`."""
-    rule = f"a finite number of seconds, at least {MIN_POLL_INTERVAL:g} (a smaller one floods the status endpoint)"
-    number = _number(field, value, rule)
-    if number < MIN_POLL_INTERVAL:
-        raise InvalidParameter(field, value, rule)
-    return number
+    return at_least(
+        MIN_POLL_INTERVAL, f"of seconds, at least {MIN_POLL_INTERVAL:g} (a smaller one floods the status endpoint)"
+    )(field, value)
 
 
 def check_timeout(field: str, value: Any) -> float:
@@ -161,26 +142,13 @@ def check_timeout(field: str, value: Any) -> float:
     """
     from datetime import timedelta
 
-    rule = "a positive, finite number of seconds (or a timedelta)"
-    number = value.total_seconds() if isinstance(value, timedelta) else _number(field, value, rule)
-    if number <= 0:
-        raise InvalidParameter(field, value, rule)
-    return number
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    return positive_seconds(field, value)
 
 
 #: A field check: takes the field's name (for the message) and the value, returns the value to use.
 _Check = Callable[[str, Any], Any]
-
-
-def _at_least(minimum: float, what: str) -> _Check:
-    def check(field: str, value: Any) -> float:
-        rule = f"a finite number {what}"
-        number = _number(field, value, rule)
-        if number < minimum:
-            raise InvalidParameter(field, value, rule)
-        return number
-
-    return check
 
 
 def _optional(check: _Check) -> _Check:
@@ -190,17 +158,9 @@ def _optional(check: _Check) -> _Check:
     return optional
 
 
-def _positive(field: str, value: Any) -> float:
-    rule = "a positive, finite number of seconds"
-    number = _number(field, value, rule)
-    if number <= 0:
-        raise InvalidParameter(field, value, rule)
-    return number
-
-
 def _jitter(field: str, value: Any) -> float:
     rule = f"a fraction from 0 to {MAX_JITTER:g} (each wait varies by up to that share)"
-    number = _number(field, value, rule)
+    number = finite_number(field, value, rule)
     if not 0 <= number <= MAX_JITTER:
         raise InvalidParameter(field, value, rule)
     return number
@@ -208,12 +168,12 @@ def _jitter(field: str, value: Any) -> float:
 
 #: How each ``PollSchedule`` field is checked; ``None`` is allowed only where the field defaults to it.
 _FIELD_CHECKS: dict[str, _Check] = {
-    "expected_seconds": _positive,
-    "spread_seconds": _optional(_at_least(0.0, "of seconds, 0 or more")),
+    "expected_seconds": positive_seconds,
+    "spread_seconds": _optional(at_least(0.0, "of seconds, 0 or more")),
     "dense_interval": check_interval,
     "max_interval": check_interval,
-    "first_poll_seconds": _optional(_at_least(0.0, "of seconds, 0 or more (0: look at once)")),
-    "backoff_factor": _at_least(1.0, "of 1 or more (each wait after the window grows by this factor)"),
+    "first_poll_seconds": _optional(at_least(0.0, "of seconds, 0 or more (0: look at once)")),
+    "backoff_factor": at_least(1.0, "of 1 or more (each wait after the window grows by this factor)"),
     "jitter": _jitter,
     "fixed_interval": _optional(check_interval),
 }

@@ -10,7 +10,6 @@ fall back to the jittered exponential when it does not say.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,6 +27,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from airflow_provider_muscle_surge.checks import positive_seconds
 from airflow_provider_muscle_surge.exceptions import InvalidParameter, RateLimited, SegmindError
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class RetryPolicy:
         """The policy a connection's extra asks for; a bad value is refused naming the field."""
         defaults = cls()
         seconds = {
-            name: positive_seconds(extra, name, getattr(defaults, name))
+            name: seconds_from_extra(extra, name, getattr(defaults, name))
             for name in ("max_retry_seconds", "initial_backoff", "max_backoff", "max_retry_after")
         }
         retries = extra.get("max_retries")
@@ -133,18 +133,10 @@ class RetryPolicy:
         return wait_random_exponential(multiplier=self.initial_backoff, max=self.max_backoff)(state)
 
 
-def positive_seconds(extra: Mapping[str, Any], name: str, default: float) -> float:
+def seconds_from_extra(extra: Mapping[str, Any], name: str, default: float) -> float:
     """``extra[name]`` as a positive, finite number of seconds (``default`` when unset)."""
     value = extra.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
-        raise InvalidParameter(f"extra.{name}", value, "a positive, finite number of seconds")
-    return number
+    return default if value in (None, "") else positive_seconds(f"extra.{name}", value)
 
 
 def _worth_retrying(err: BaseException, resend: bool) -> bool:

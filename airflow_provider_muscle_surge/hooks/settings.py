@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_muscle_surge.contract import DEFAULT_HOST, Submission, result_path, status_path, upload_url_for
 from airflow_provider_muscle_surge.exceptions import AuthenticationError, InvalidParameter
-from airflow_provider_muscle_surge.retry import RetryPolicy, positive_seconds
+from airflow_provider_muscle_surge.retry import RetryPolicy, seconds_from_extra
 from airflow_provider_muscle_surge.urls import Origin, checked_url, origin_of
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class SegmindSettings:
             api_key=conn.password,
             upload_url=upload_url,
             retry=RetryPolicy.from_extra(extra),
-            timeout=positive_seconds(extra, "timeout", DEFAULT_TIMEOUT),
+            timeout=seconds_from_extra(extra, "timeout", DEFAULT_TIMEOUT),
             poll=dict(poll),
             resubmit_on_unknown_outcome=_flag(extra, "resubmit_on_unknown_outcome"),
         )
