@@ -12,6 +12,29 @@ __version__ = "0.1.0"
 
 _PKG = "airflow_provider_muscle_surge"
 
+#: The public names, imported on first use (module ``__getattr__``): ``from airflow_provider_muscle_surge
+#: import MuscleSurgeOperator`` costs a DAG file only the operator module, not the hooks or aiohttp.
+_LAZY = {
+    "MuscleSurgeOperator": f"{_PKG}.operators.segmind",
+    "SegmindSubmitOperator": f"{_PKG}.operators.segmind",
+    "SegmindRequestSensor": f"{_PKG}.sensors.segmind",
+    "SegmindHook": f"{_PKG}.hooks.segmind",
+    "SegmindAsyncHook": f"{_PKG}.hooks.segmind_async",
+    "SegmindRequestTrigger": f"{_PKG}.triggers.segmind",
+}
+__all__ = ["__version__", "get_provider_info", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 def get_provider_info() -> dict[str, Any]:
     """What Airflow needs to list this provider, its connection type and its form."""

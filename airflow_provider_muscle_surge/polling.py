@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from airflow_provider_muscle_surge.checks import at_least, finite_number, positive_seconds
@@ -217,7 +217,6 @@ class Step:
     status: RequestStatus
     changed: bool
     delay: float | None = None
-    body: dict[str, Any] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -250,13 +249,13 @@ class Watch:
         changed = status is not self.last_status
         self.last_status = status
         if status is RequestStatus.COMPLETED:
-            return Step(status, changed, None, dict(body))
+            return Step(status, changed, None)
         remaining = self.deadline - now
         if remaining <= 0:
             raise InferenceTimeout(self.request_id, now - self.submitted_at, status.value)
         delay = min(self.schedule.delay(now - self.submitted_at, self.last_delay), remaining)
         self.last_delay = delay
-        return Step(status, changed, delay, dict(body))
+        return Step(status, changed, delay)
 
     def first_delay(self, now: float | None = None) -> float:
         """Wait before the first call: none is made while the job cannot plausibly be done."""

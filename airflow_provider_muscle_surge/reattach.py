@@ -12,6 +12,14 @@ through the execution API, which refuses it when this try is no longer Airflow's
 task instance was archived because the scheduler moved on to a new try, e.g. after an executor
 event raced a deferral); a store *read* cannot tell that case from "nothing stored", so without the
 write a stale process would submit, and pay, a second time.
+
+Why not ``airflow.sdk.ResumableJobMixin`` (3.3), which also keeps an external id in
+``task_state_store``: adopting it would remove about thirty lines here and lose three things this
+provider promises. It resubmits when the previous job FAILED (a content block would be paid for
+again with the same body); it stores only the id, so a retry with changed parameters would re-attach
+to the old job (no body fingerprint); and it writes nothing before the submit, so a stale try that
+Airflow already gave up on can still pay (its docstring names that window). It also drives only the
+blocking path, while the deferrable path needs the same record. So the record stays here.
 """
 
 from __future__ import annotations
@@ -84,9 +92,3 @@ def claim(context: Any, fingerprint: str, try_number: int | None) -> None:
     if store is not None:
         placeholder = {"pending": True, "fingerprint": fingerprint, "try_number": try_number, "claimed_at": time.time()}
         store.set(STATE_KEY, placeholder)
-
-
-def forget(context: Any) -> None:
-    store = _store(context)
-    if store is not None:
-        store.delete(STATE_KEY)
