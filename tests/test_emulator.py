@@ -237,18 +237,21 @@ def test_render_times_spread_realistically() -> None:
         ({"image_url": "ftp://example.com/a.png"}, "image_url"),
     ],
 )
-def test_bad_parameters_answer_400_with_the_contract_detail(
+def test_bad_parameters_answer_400_naming_the_field(
     fresh_emulator: EmulatorProcess, params: dict[str, Any], field: str
 ) -> None:
+    """The emulator refuses what the provider's contract refuses (tests/test_rules_agree.py checks that
+    at large), with its own detail naming the field, and the 400 maps to the provider's BadRequest."""
     emu = fresh_emulator
     params = {k: emu.sample_url() if v == "SAMPLE" else v for k, v in params.items()}
-    with pytest.raises(contract.InvalidParameter) as expected:
+    with pytest.raises(contract.InvalidParameter, match=f"invalid {field}="):
         contract.validate_payload(contract.MUSCLE_SURGE, params)
     for path in (contract.v2_submit_path(contract.MUSCLE_SURGE), contract.v1_path(contract.MUSCLE_SURGE)):
         resp = call(emu, "POST", path, params)
-        assert resp.status_code == 400
-        assert resp.json() == {"error": str(expected.value)}
-        assert f"invalid {field}=" in resp.json()["error"]
+        assert resp.status_code == 400 and list(resp.json()) == ["error"]
+        assert resp.json()["error"].startswith(f"invalid {field}="), resp.json()
+        with pytest.raises(contract.BadRequest, match=f"invalid {field}="):
+            contract.check_answer(resp.status_code, resp.json(), resp.headers)
     stats = emu.stats()
     assert stats["submissions_total"] == 0 and stats["v1_runs"] == {} and stats["credits_charged"] == 0
     assert stats["responses"] == {"400": 2}
@@ -262,7 +265,7 @@ def test_malformed_bodies_answer_400_and_wrong_content_type_406(fresh_emulator: 
     empty = call(emu, "POST", path, raw=b"", headers={"Content-Type": "application/json"})
     assert empty.status_code == 400 and "empty" in empty.json()["error"]
     not_object = call(emu, "POST", path, [1, 2])
-    assert not_object.status_code == 400 and "payload" in not_object.json()["error"]
+    assert not_object.status_code == 400 and "JSON object" in not_object.json()["error"]
     form = call(emu, "POST", path, raw=b"image_url=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert form.status_code == 406 and "Content-Type" in form.json()["error"]
     assert emu.stats()["submissions_total"] == 0
@@ -720,6 +723,41 @@ def test_package_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "8765", out.stderr
+
+
+def test_the_emulator_shares_no_code_with_the_provider_or_airflow(tmp_path: Path) -> None:
+    """Every module of ``segmind_emulator`` (and serving one request) imports nothing from Airflow or the
+    provider, and neither distribution depends on the other: the emulator checks clients from outside."""
+    code = """
+import asyncio, importlib, pkgutil, sys
+import segmind_emulator
+for info in pkgutil.walk_packages(segmind_emulator.__path__, "segmind_emulator."):
+    importlib.import_module(info.name)
+from aiohttp.test_utils import TestClient, TestServer
+from segmind_emulator import EmulatorConfig, build_app
+
+async def one_request():
+    async with TestClient(TestServer(build_app(EmulatorConfig(job_seconds=0.05)))) as client:
+        image = str(client.make_url("/_emulator/samples/athlete-1.png"))
+        body = {"image_url": image, "quality": "360p"}
+        resp = await client.post("/v1/muscle-surge", json=body, headers={"x-api-key": "emulator-key"})
+        assert resp.status == 200 and (await resp.read())[4:8] == b"ftyp", resp.status
+
+asyncio.run(one_request())
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("airflow", "airflow_provider_muscle_surge"))
+assert not bad, bad
+print("clean", len([m for m in sys.modules if m.startswith("segmind_emulator")]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("clean"), out.stdout + out.stderr
+    assert int(out.stdout.split()[1]) >= 12  # every module was really imported
+
+    from importlib.metadata import requires
+
+    emulator_needs = {re.split(r"[<>=!~; \[]", r)[0].lower() for r in requires("segmind-emulator") or []}
+    assert emulator_needs == {"aiohttp", "av", "pillow", "numpy"}
+    provider_needs = {re.split(r"[<>=!~; \[]", r)[0].lower() for r in requires("airflow-provider-muscle-surge") or []}
+    assert not provider_needs & {"av", "pillow", "numpy", "segmind-emulator"}, provider_needs
 
 
 def test_cli_flags_map_to_the_config(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,9 +1,14 @@
 """A local emulator of the Segmind API for muscle-surge (and simple image models).
 
-Run it with ``segmind-emulator`` or ``python -m segmind_emulator``; use it
-from Python with :class:`EmulatorConfig` plus :func:`build_app` / :func:`serve`, or from tests with
-:class:`segmind_emulator.testing.EmulatorProcess`. On start it prints one
-line, ``Segmind emulator listening on http://HOST:PORT``; logs go to stderr.
+Run it with ``segmind-emulator`` or ``python -m segmind_emulator``; use it from Python with
+:class:`EmulatorConfig` plus :func:`build_app` / :func:`serve`, or from tests with
+:class:`segmind_emulator.testing.EmulatorProcess`. On start it prints one line,
+``Segmind emulator listening on http://HOST:PORT``; logs go to stderr.
+
+Modules: :mod:`.server` (application, state, middleware), :mod:`.api` (API handlers),
+:mod:`.pipeline` (jobs, image fetch, render cache), :mod:`.admin` (``/_emulator/`` endpoints),
+:mod:`.faults` (the fault switch), :mod:`.files` (public files and their retention),
+:mod:`.render` (pixels), :mod:`.state` (jobs, credits, rate limits, counters), :mod:`.api_facts`.
 
 API endpoints (``x-api-key`` required; default key ``emulator-key`` when no ``--api-key`` is given):
 
@@ -23,9 +28,11 @@ and ``/_emulator/files/<name>`` (like a CDN's; deleted when the retention passes
 
 Documented choices where the real API is silent:
 
-- Order of checks: fault injection, auth (401), rate limit (429), Content-Type (406), JSON and
-  parameters (400, via :func:`contract.validate_payload`), credits (406). A faulted request was
-  never processed: no job, no charge. 4xx answers are never billed.
+- The API facts (parameter rules, states, error codes, retention, render time, quality -> height)
+  are stated in :mod:`.api_facts`, from Segmind's public documentation; this package shares no
+  code with any client (it imports nothing from Airflow or the provider).
+- Order of checks: faults that answer instead of the server, auth (401), rate limit (429),
+  Content-Type (406), JSON and parameters (400), credits (406). 4xx answers are never billed.
 - Retention (``--retention-seconds``) counts from submission (uploads: from the upload); after it,
   the id answers 404 and the output file and uploaded assets are deleted (their URLs answer 404).
 - Input images whose URL contains ``rai-block`` fail with a responsible-AI block; unreachable or
@@ -42,7 +49,7 @@ Documented choices where the real API is silent:
   the server processed (accepted and billed). See :mod:`.faults`.
 - Render times: normal(mean=``--job-seconds``, sd=``--job-spread`` x mean), 3 % tail x1.2-1.6,
   at least 0.05 s; QUEUED for the first 5-10 %. A job completes at the later of its drawn time and
-  the real encode. Other models take the mean scaled by their typical latency in the contract.
+  the real encode. Other models take the mean scaled by their typical latency (:mod:`.api_facts`).
 
 Importing this package is deliberately light: the aiohttp server loads on first use of
 ``build_app``/``serve``, and PyAV, Pillow and numpy only when something is rendered.

@@ -124,8 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    # force=True: importing Airflow (via the contract) installs a root handler on *stdout*, and stdout
-    # must carry nothing but the ready line.
+    # force=True: stdout must carry nothing but the ready line, whatever handler an embedding program
+    # (or a library it imported) has installed on the root logger.
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from airflow_provider_muscle_surge import contract
+from segmind_emulator import api_facts
 
 #: The key accepted when no ``--api-key`` is given: a documented, obviously fake default so that
 #: ``segmind-emulator`` works out of the box and nobody pastes a real key into a demo.
@@ -30,11 +30,11 @@ class EmulatorConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     #: Mean render time of a muscle-surge job; other models scale it by their typical latency.
-    job_seconds: float = contract.TYPICAL_RENDER_SECONDS[contract.MUSCLE_SURGE]
+    job_seconds: float = api_facts.MUSCLE_SURGE_RENDER_SECONDS
     #: Standard deviation of the render time, as a fraction of the mean.
     job_spread: float = 0.06
     #: How long a v2 request record lives, counted from its submission.
-    retention_seconds: float = float(contract.RETENTION_SECONDS)
+    retention_seconds: float = float(api_facts.RETENTION_SECONDS)
     api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
     #: Credits per key; 1 per accepted job (v1 or v2).
     credits: int | None = None

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from segmind_emulator.state import Stats
+
 log = logging.getLogger("segmind_emulator")
 
 #: Endpoint names of the switch (see ``server._endpoint``): v2 submit, v2 status, v2 result,
@@ -367,3 +369,45 @@ def error_answer(status: int) -> web.Response:
     return web.json_response(
         {"error": ERROR_BODIES.get(status, f"HTTP {status} (injected by the emulator)")}, status=status
     )
+
+
+async def answer_instead(
+    request: web.Request, rule: FaultRule, rng: random.Random, stats: Stats, key_header: str
+) -> web.StreamResponse:
+    """A fault before processing: the request never reached auth, so no job and no charge."""
+    log.info("fault %s: %s %s not processed", rule.mode, request.method, request.path)
+    if rule.mode == "echo_key":
+        assert isinstance(rule.status, int) and rule.size is not None
+        stats.responses[str(rule.status)] += 1
+        return await echo_key(request, key_header, rule.status, rule.size)
+    if rule.mode == "error":
+        choice = rule.status if rule.status is not None else rng.choice(ERROR_CHOICES)
+        if not isinstance(choice, int):
+            stats.dropped_connections += 1
+            return drop(request)
+        answer = error_answer(choice)
+    elif rule.mode == "redirect":
+        answer = redirect(rule)
+    elif rule.mode == "gateway":
+        assert isinstance(rule.status, int)
+        answer = gateway(rule.status)
+    else:
+        answer = not_json()
+    stats.responses[str(answer.status)] += 1
+    return answer
+
+
+async def spoil(request: web.Request, real: web.Response, rule: FaultRule, stats: Stats) -> web.StreamResponse:
+    """A fault after processing: the job exists and is billed, but its answer is lost, cut, dripped or bloated."""
+    log.info("fault %s: %s %s processed (HTTP %s), answer spoilt", rule.mode, request.method, request.path, real.status)
+    if rule.mode == "accept_then_drop":
+        stats.dropped_connections += 1
+        return drop(request)
+    if rule.mode == "oversize":
+        assert rule.size is not None
+        stats.responses["200"] += 1
+        return await oversize(request, real, rule.size)
+    stats.responses[str(real.status)] += 1
+    if rule.mode == "drip":
+        return await drip(request, real, rule.interval)
+    return await cut_body(request, real)

@@ -24,7 +24,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
-from airflow_provider_muscle_surge import contract
+from segmind_emulator import api_facts
 
 FPS = 24
 #: Decoding refuses images larger than this many pixels: a hostile URL must not eat the RAM.
@@ -83,14 +83,14 @@ def decode_image(data: bytes) -> Image.Image:
 
 def output_size(image_width: int, image_height: int, quality: str) -> tuple[int, int]:
     """Frame size for a quality: its height, and the image's aspect ratio at an even width (yuv420p)."""
-    height = contract.QUALITY_HEIGHT[quality]
+    height = api_facts.QUALITY_HEIGHT[quality]
     width = round(height * image_width / image_height / 2.0) * 2
     return max(2, min(MAX_WIDTH, width)), height
 
 
 def _seed_for(image_digest: str, seed: int | None) -> int:
     # No seed given: derive one from the image, so the same request still renders the same video.
-    return seed if seed is not None else int(image_digest[:8], 16) % contract.SEED_RANGE[1] + 1
+    return seed if seed is not None else int(image_digest[:8], 16) % api_facts.SEED_MAX + 1
 
 
 def _stylise(img: Image.Image, style: str | None) -> Image.Image:

@@ -15,11 +15,11 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_muscle_surge.contract import RequestStatus
+from segmind_emulator.api_facts import RequestStatus
 
 #: Share of a job's render time before a doomed job shows FAILED (content filter, bad input):
 #: the real service also fails such jobs early rather than after a full render.
@@ -265,6 +265,12 @@ class Stats:
     renders: int = 0
     render_cache_hits: int = 0
     image_fetches: int = 0
+
+    def reset(self) -> None:
+        """Zero every counter in place: the pipeline holds this very object, so it is never replaced."""
+        fresh = Stats()
+        for f in fields(self):
+            setattr(self, f.name, getattr(fresh, f.name))
 
     def count_fault(self, mode: str) -> None:
         self.faults_injected += 1
