@@ -13,10 +13,11 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from segmind_emulator.config import DEFAULT_API_KEY, DEFAULT_PORT, EmulatorConfig
+from segmind_emulator.config import DEFAULT_API_KEY, EmulatorConfig
 
 READY_PREFIX = "Segmind emulator listening on "
 
@@ -28,56 +29,44 @@ def _fraction(text: str) -> float:
     return value
 
 
+#: Fields of :class:`EmulatorConfig` that have a flag (the field name with dashes): (type, help).
+#: One table for the parser and for :func:`config_from_args`, so a flag and its field cannot drift apart.
+OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "host": (str, "interface to bind (default %(default)s)"),
+    "port": (int, "port; 0 picks a free one (default %(default)s)"),
+    "job_seconds": (float, "mean render time (default %(default)s)"),
+    "job_spread": (float, "render time standard deviation as a fraction of the mean (default %(default)s)"),
+    "retention_seconds": (
+        float,
+        "how long a request record, its output and uploads live, counted from submission (default %(default)s)",
+    ),
+    "credits": (int, "credits per key, 1 per job (default unlimited)"),
+    "rate_limit": (float, "requests per second per key (default: no limit)"),
+    "fault_rate": (_fraction, "fraction of API requests answered 500/502/504 or dropped, unprocessed (default 0)"),
+    "max_image_bytes": (
+        int,
+        "largest input image fetched from image_url or a data URI; larger fails the job (default %(default)s)",
+    ),
+    "data_dir": (Path, "where outputs and uploads live (default: temp)"),
+    "seed": (int, "seed for render times and faults (reproducible runs)"),
+    "render_workers": (int, "encoder threads (default %(default)s)"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = EmulatorConfig()
     parser = argparse.ArgumentParser(
         prog="segmind-emulator",
         description="A local emulator of the Segmind API (muscle-surge image-to-video, v1 and v2).",
     )
-    parser.add_argument("--host", default=defaults.host, help="interface to bind (default %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default %(default)s)")
-    parser.add_argument(
-        "--job-seconds", type=float, default=defaults.job_seconds, help="mean render time (default %(default)s)"
-    )
-    parser.add_argument(
-        "--job-spread",
-        type=float,
-        default=defaults.job_spread,
-        help="render time standard deviation as a fraction of the mean (default %(default)s)",
-    )
-    parser.add_argument(
-        "--retention-seconds",
-        type=float,
-        default=defaults.retention_seconds,
-        help="how long a request record lives, counted from its submission (default %(default)s)",
-    )
+    for name, (kind, help_text) in OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(defaults, name), help=help_text)
     parser.add_argument(
         "--api-key",
         action="append",
         dest="api_keys",
         metavar="KEY",
         help=f"accepted API key; repeatable (default: {DEFAULT_API_KEY!r} when none is given)",
-    )
-    parser.add_argument("--credits", type=int, default=None, help="credits per key, 1 per job (default unlimited)")
-    parser.add_argument(
-        "--rate-limit", type=float, default=None, help="requests per second per key (default: no limit)"
-    )
-    parser.add_argument(
-        "--fault-rate",
-        type=_fraction,
-        default=0.0,
-        help="fraction of API requests answered 500/502/504 or dropped, before processing (default 0)",
-    )
-    parser.add_argument(
-        "--max-image-bytes",
-        type=int,
-        default=defaults.max_image_bytes,
-        help="largest input image fetched from image_url or a data URI; larger fails the job (default %(default)s)",
-    )
-    parser.add_argument("--data-dir", type=Path, default=None, help="where outputs and uploads live (default: temp)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for render times and faults (reproducible runs)")
-    parser.add_argument(
-        "--render-workers", type=int, default=defaults.render_workers, help="encoder threads (default %(default)s)"
     )
     parser.add_argument(
         "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level"
@@ -87,19 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     return EmulatorConfig(
-        host=args.host,
-        port=args.port,
-        job_seconds=args.job_seconds,
-        job_spread=args.job_spread,
-        retention_seconds=args.retention_seconds,
         api_keys=tuple(args.api_keys or (DEFAULT_API_KEY,)),
-        credits=args.credits,
-        rate_limit=args.rate_limit,
-        fault_rate=args.fault_rate,
-        data_dir=args.data_dir,
-        seed=args.seed,
-        render_workers=args.render_workers,
-        max_image_bytes=args.max_image_bytes,
+        **{name: getattr(args, name) for name in OPTIONS},
     )
 
 

@@ -144,8 +144,7 @@ class Pipeline:
         link_or_copy(self.files.render(cache_key), self.files.output(name))
         self._publish(job, name)
         job.metrics = {
-            "render_seconds": round(job.render_seconds, 3),
-            "queue_seconds": round(job.queued_seconds, 3),
+            **_timeline(job),
             "encode_seconds": round(info["encode_seconds"], 3),
             "wait_for_encode_seconds": round(time.monotonic() - started, 3),
             "render_cache_hit": info["cache_hit"],
@@ -215,13 +214,7 @@ class Pipeline:
         name = f"{job.request_id}.png"
         await self.blocking(self.files.output(name).write_bytes, png)
         self._publish(job, name)
-        job.metrics = {
-            "render_seconds": round(job.render_seconds, 3),
-            "queue_seconds": round(job.queued_seconds, 3),
-            "width": 512,
-            "height": 768,
-            "credits_used": 1,
-        }
+        job.metrics = {**_timeline(job), "width": 512, "height": 768, "credits_used": 1}
 
     async def _load_image(self, url: str) -> bytes:
         """The input image's bytes, whole, or a :class:`JobFailure` saying why not (the size cap included)."""
@@ -253,3 +246,8 @@ class Pipeline:
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise JobFailure(f"Could not fetch image_url {url!r}: {type(exc).__name__}: {exc}") from None
         return bytes(body)
+
+
+def _timeline(job: Job) -> dict[str, float]:
+    """The drawn render and queue times, the first metrics of every output."""
+    return {"render_seconds": round(job.render_seconds, 3), "queue_seconds": round(job.queued_seconds, 3)}
