@@ -85,14 +85,43 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Total time spent retrying one call (default 120).",
                     },
                     "timeout": {
-                        "label": "HTTP timeout (s)",
-                        "schema": {"type": ["number", "null"], "minimum": 1, "examples": [30]},
-                        "description": "Per-request read timeout (default 30).",
+                        "label": "Call time limit (s)",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "examples": [30]},
+                        "description": "Total seconds one HTTP attempt may take, headers and body (default 30).",
+                    },
+                    "initial_backoff": {
+                        "label": "Initial backoff (s)",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "examples": [1]},
+                        "description": "First wait before retrying a 5xx or a dropped connection (default 1).",
+                    },
+                    "max_backoff": {
+                        "label": "Max backoff (s)",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "examples": [30]},
+                        "description": "Longest wait between retries (default 30).",
+                    },
+                    "max_retry_after": {
+                        "label": "Max server-asked wait (s)",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "examples": [60]},
+                        "description": "Cap on a 429's Retry-After / x-rate-limit-reset-at-utc (default 60).",
+                    },
+                    "resubmit_on_unknown_outcome": {
+                        "label": "Resubmit when a submit's answer is lost",
+                        "schema": {"type": ["boolean", "null"], "examples": [False]},
+                        "description": "May pay twice: only when availability matters more than cost (default off).",
+                    },
+                    "poll": {
+                        "label": "Polling schedule",
+                        "schema": {
+                            "type": ["object", "null"],
+                            "examples": [{"expected_seconds": 45.5, "max_interval": 15}],
+                        },
+                        "description": "PollSchedule fields, e.g. expected_seconds, dense_interval, max_interval.",
                     },
                 },
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"password": "API key", "host": "API base URL"},
+                    # The scheme is part of the host URL (https:// unless given); the port is honoured.
+                    "hidden-fields": ["schema", "login"],
+                    "relabeling": {"password": "API key", "host": "API base URL", "port": "Port (optional)"},
                     "placeholders": {
                         "host": "https://api.segmind.com",
                         "password": "SG_... (from cloud.segmind.com/console/api-keys)",
@@ -100,6 +129,9 @@ def get_provider_info() -> dict[str, Any]:
                         "max_retries": "6",
                         "max_retry_seconds": "120",
                         "timeout": "30",
+                        "initial_backoff": "1",
+                        "max_backoff": "30",
+                        "max_retry_after": "60",
                     },
                 },
             }

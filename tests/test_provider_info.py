@@ -58,21 +58,33 @@ def test_the_segmind_connection_type_names_the_sync_hook():
 
 
 def test_every_connection_form_field_is_read_by_the_hook():
-    fields = segmind_connection_type()["conn-fields"]
-    assert set(fields) == {"upload_url", "max_retries", "max_retry_seconds", "timeout"}
+    extra = {
+        "upload_url": "https://u.example/up",
+        "max_retries": 2,
+        "max_retry_seconds": 9,
+        "timeout": 7,
+        "initial_backoff": 0.5,
+        "max_backoff": 4,
+        "max_retry_after": 11,
+        "resubmit_on_unknown_outcome": True,
+        "poll": {"expected_seconds": 30},
+    }
+    assert set(extra) == set(segmind_connection_type()["conn-fields"])
     conn = Connection(
         conn_id="segmind_default",
         conn_type="segmind",
         host="https://api.segmind.com",
         password="k-123456",
-        extra=json.dumps(
-            {"upload_url": "https://u.example/up", "max_retries": 2, "max_retry_seconds": 9, "timeout": 7}
-        ),
+        extra=json.dumps(extra),
     )
     settings = SegmindSettings.from_connection(conn)
     assert settings.upload_url == "https://u.example/up"
-    assert (settings.retry.max_retries, settings.retry.max_retry_seconds) == (2, 9.0)
+    retry = settings.retry
+    assert (retry.max_retries, retry.max_retry_seconds, retry.initial_backoff) == (2, 9.0, 0.5)
+    assert (retry.max_backoff, retry.max_retry_after) == (4.0, 11.0)
     assert settings.timeout == 7.0
+    assert settings.resubmit_on_unknown_outcome is True
+    assert settings.poll == {"expected_seconds": 30}
 
 
 def test_every_connection_form_field_has_a_label_and_a_json_schema():
@@ -81,9 +93,25 @@ def test_every_connection_form_field_has_a_label_and_a_json_schema():
         assert "type" in field["schema"], name
 
 
+def test_every_extra_the_hook_reads_is_in_the_connection_form():
+    from dataclasses import fields
+
+    from airflow_provider_muscle_surge.retry import RetryPolicy
+
+    read = {"upload_url", "timeout", "poll", "resubmit_on_unknown_outcome", *(f.name for f in fields(RetryPolicy))}
+    assert set(segmind_connection_type()["conn-fields"]) == read
+
+
+def test_the_port_field_is_honoured_and_the_scheme_comes_from_the_host():
+    conn = Connection(conn_id="p", conn_type="segmind", host="http://127.0.0.1", port=8765, password="k", schema="ftp")
+    assert SegmindSettings.from_connection(conn).base_url == "http://127.0.0.1:8765"
+    bare = Connection(conn_id="b", conn_type="segmind", host="api.segmind.com", password="k", schema="http")
+    assert SegmindSettings.from_connection(bare).base_url == "https://api.segmind.com"
+
+
 def test_the_connection_form_hides_unused_fields_and_calls_the_password_api_key():
     behaviour = segmind_connection_type()["ui-field-behaviour"]
-    assert set(behaviour["hidden-fields"]) == {"schema", "port", "login"}
+    assert set(behaviour["hidden-fields"]) == {"schema", "login"}
     assert behaviour["relabeling"]["password"] == "API key"
     assert behaviour["placeholders"]["host"] == "https://api.segmind.com"
 

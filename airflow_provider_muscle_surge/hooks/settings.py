@@ -42,8 +42,8 @@ class SegmindSettings:
 
         extra = conn.extra_dejson or {}
         host = (conn.host or DEFAULT_HOST).rstrip("/")
-        if "://" not in host:
-            host = f"{conn.schema or 'https'}://{host}"
+        if "://" not in host:  # the scheme belongs in the host URL; the form hides ``schema``
+            host = f"https://{host}"
         if conn.port:
             host = f"{host}:{conn.port}"
         origin, base_url = checked_url(host, f"the host of connection {conn.conn_id!r}")

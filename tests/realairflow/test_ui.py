@@ -254,8 +254,8 @@ def test_connection_form_for_the_segmind_type(policy: Policy, browser: Browser) 
 
     dialog = "document.querySelector('[role=dialog]')"
     text = browser.eval(f"{dialog}.innerText")
-    assert "API key" in text and "API base URL" in text, text
-    for hidden in ("Login", "Port", "Schema"):
+    assert "API key" in text and "API base URL" in text and "Port (optional)" in text, text
+    for hidden in ("Login", "Schema"):
         assert f"\n{hidden}\n" not in f"\n{text}\n", f"{hidden} is hidden for the segmind type"
     placeholders = browser.eval(
         f"Object.fromEntries(Array.from({dialog}.querySelectorAll('input')).filter(e => e.name)"
@@ -271,9 +271,17 @@ def test_connection_form_for_the_segmind_type(policy: Policy, browser: Browser) 
     browser.click(f"Array.from({dialog}.querySelectorAll('button')).find(b => b.innerText.trim() === 'Extra Fields')")
     browser.wait(f"{dialog}.innerText.includes('Upload URL')")
     text = browser.eval(f"{dialog}.innerText")
-    for label in ("Upload URL", "Max retries", "Max retry time (s)", "HTTP timeout (s)"):
+    labels = (
+        "Upload URL",
+        "Max retries",
+        "Max retry time (s)",
+        "Call time limit (s)",
+        "Max backoff (s)",
+        "Polling schedule",
+    )
+    for label in labels:
         assert label in text, text
     assert "Retries of 429/5xx/connection errors per call (default 6)." in text
     names = browser.eval(f"Array.from({dialog}.querySelectorAll('input')).map(e => e.name)")
-    assert {"element_upload_url", "element_max_retries", "element_max_retry_seconds", "element_timeout"} <= set(names)
+    assert {"element_upload_url", "element_max_retries", "element_timeout", "element_max_backoff"} <= set(names)
     browser.screenshot(SCREENSHOTS / "segmind-connection-form-extra-fields.png")
