@@ -1,5 +1,10 @@
 """SegmindHook: the blocking client used in workers, built on the http provider's HttpHook.
 
+What it reuses of HttpHook: the connection plumbing (``conn_name_attr``, ``get_connection``, the
+``adapter`` argument) and its public face (``run``, ``run_with_advanced_retry``, ``check_response``),
+which are overridden below so they follow the same rules as the rest of this hook rather than
+HttpHook's (basic auth, extras sent as headers, redirects followed, per-read timeouts).
+
 What it adds to HttpHook: the ``x-api-key`` header instead of basic auth, one URL check for every
 address that receives the key, no redirects on API calls, a total time limit per call and per
 retry budget (not per socket read), capped and key-redacted answers, the contract's error map,
@@ -15,6 +20,7 @@ import base64
 import hashlib
 import mimetypes
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -55,6 +61,7 @@ CONNECT_TIMEOUT = 10.0
 #: a healthy transfer of any size finishes, one that drips is cut.
 MIN_DOWNLOAD_BYTES_PER_SECOND = 64 * 1024
 _CHUNK = 256 * 1024
+_REQUEST_PATH = re.compile(r"^/v2/requests/([A-Za-z0-9_-]{1,128})(?:/status)?$")
 
 
 @dataclass(frozen=True)
@@ -135,8 +142,8 @@ class SegmindHook(HttpHook):
     hook_name = "Segmind"
     default_host = contract.DEFAULT_HOST
 
-    def __init__(self, segmind_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
-        super().__init__(method="POST", http_conn_id=segmind_conn_id, **kwargs)
+    def __init__(self, segmind_conn_id: str = DEFAULT_CONN_ID, method: str = "POST", **kwargs: Any) -> None:
+        super().__init__(method=method, http_conn_id=segmind_conn_id, **kwargs)
         self.segmind_conn_id = segmind_conn_id
 
     # --- connection -------------------------------------------------------------------------------
@@ -183,8 +190,12 @@ class SegmindHook(HttpHook):
         binary: bool = False,
         max_bytes: int = MAX_ANSWER_BYTES,
         resend: bool = True,
+        whole_response: bool = False,
     ) -> Any:
-        """One API call: each attempt time-limited as a whole, retried per the connection's policy."""
+        """One API call: each attempt time-limited as a whole, retried per the connection's policy.
+
+        Returns the decoded answer, or (``whole_response``) the ``requests.Response`` holding it.
+        """
         settings = self.settings
 
         def attempt(limit: float) -> Any:
@@ -205,7 +216,7 @@ class SegmindHook(HttpHook):
                 if clock.expired:  # the shutdown may read as a clean end of a body without a length
                     raise transport_error(requests.exceptions.ReadTimeout(), url, clock)
             answer = RawAnswer(response.status_code, response.headers, content, complete)
-            return answers.interpret(
+            body = answers.interpret(
                 answer,
                 url=url,
                 api_key=settings.api_key,
@@ -213,8 +224,57 @@ class SegmindHook(HttpHook):
                 failed_is_answer=failed_is_answer,
                 binary=binary,
             )
+            if whole_response:
+                response._content = content  # what was read (capped), so .json() and .text work
+                return response
+            return body
 
         return settings.retry.call(attempt, per_attempt=time_limit or settings.timeout, resend=resend)
+
+    # --- HttpHook's public surface, with this hook's rules -------------------------------------------
+    def run(
+        self,
+        endpoint: str | None = None,
+        data: dict[str, Any] | str | None = None,
+        headers: dict[str, Any] | None = None,
+        extra_options: dict[str, Any] | None = None,
+        **request_kwargs: Any,
+    ) -> requests.Response:
+        """HttpHook's ``run``, for API paths this hook has no method for (e.g. another model's endpoint).
+
+        Same rules as every other call of this hook: the configured origin only, no redirects, the
+        total time limit, the connection's retry policy, the Segmind error map (a non-2xx raises the
+        provider's exception, with the key redacted) and, for a POST, no second request when the
+        first one's outcome is unknown. ``headers``, ``extra_options`` and ``request_kwargs`` are not
+        supported: they could override the key header or the limits.
+        """
+        if headers or extra_options or request_kwargs:
+            raise TypeError("SegmindHook.run() takes only endpoint and data: headers and options come from the hook")
+        path = "/" + (endpoint or "").lstrip("/")
+        about = _REQUEST_PATH.match(path)  # a 404 there means an expired request, not a missing model
+        method = self.method.upper()
+        return self._call(
+            method,
+            self.settings.url(path),
+            json=data,
+            request_id=about.group(1) if about else None,
+            failed_is_answer=bool(about),
+            binary=True,
+            resend=method in ("GET", "HEAD", "OPTIONS"),
+            whole_response=True,
+        )
+
+    def run_with_advanced_retry(self, _retry_args: dict[Any, Any], *args: Any, **kwargs: Any) -> requests.Response:
+        """``run`` under the connection's retry policy: one policy per connection, not one per call site."""
+        self.log.info("SegmindHook retries per the connection's policy; _retry_args are not used")
+        return self.run(*args, **kwargs)
+
+    def check_response(self, response: requests.Response) -> None:
+        """Raise the provider's exception for a non-2xx answer (the Segmind error map, key redacted)."""
+        answer = RawAnswer(response.status_code, response.headers, response.content)
+        answers.interpret(
+            answer, url=response.url or self.settings.base_url, api_key=self.settings.api_key, binary=True
+        )
 
     # --- the API ---------------------------------------------------------------------------------------
     def run_sync(
