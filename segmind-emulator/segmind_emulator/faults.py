@@ -166,8 +166,10 @@ def _parse_endpoints(endpoints: Any) -> frozenset[str] | None:
 def _parse_status(mode: str, status: Any) -> int | str | None:
     """The status a mode answers with, its default filled in; ``error`` keeps ``None`` (= drawn per request)."""
     if mode == "error":
-        if status is None or status == "drop" or (_integer(status) and 500 <= status <= 599):
-            return status
+        if status is None or status == "drop":
+            return None if status is None else "drop"
+        if _integer(status) and 500 <= status <= 599:
+            return int(status)
         raise ValueError(f'error status must be a 5xx code or "drop", got {status!r}')
     if mode == "redirect":
         status = 307 if status is None else status
@@ -182,7 +184,7 @@ def _parse_status(mode: str, status: Any) -> int | str | None:
         return None
     if not _integer(status) or status not in allowed:
         raise ValueError(f"{mode} status must be one of {_describe(allowed)}, got {status!r}")
-    return status
+    return int(status)
 
 
 def _describe(codes: tuple[int, ...]) -> str:
@@ -287,7 +289,7 @@ async def padded_json(
 
 async def cut_body(request: web.Request, real: web.Response) -> web.StreamResponse:
     """The real status and headers with the real Content-Length, then half of the body, then close."""
-    body = bytes(real.body or b"")  # type: ignore[arg-type]  # a Response's body is bytes once rendered
+    body = _body_of(real)
     resp = _stream_like(real, len(body))
     try:
         await resp.prepare(request)
@@ -301,7 +303,7 @@ async def cut_body(request: web.Request, real: web.Response) -> web.StreamRespon
 
 async def drip(request: web.Request, real: web.Response, interval: float) -> web.StreamResponse:
     """The real status and headers at once, then the body one byte per ``interval`` until done or the client leaves."""
-    body = bytes(real.body or b"")  # type: ignore[arg-type]
+    body = _body_of(real)
     resp = _stream_like(real, len(body))
     try:
         await resp.prepare(request)
@@ -316,10 +318,16 @@ async def drip(request: web.Request, real: web.Response, interval: float) -> web
 
 async def oversize(request: web.Request, real: web.Response, size: int) -> web.StreamResponse:
     """A 200 JSON object of about ``size`` bytes: the real answer's keys plus one huge ``padding`` string."""
-    obj: Any = None
-    if real.content_type == "application/json" and real.body is not None:
-        obj = json.loads(bytes(real.body))  # type: ignore[arg-type]
+    obj: Any = json.loads(_body_of(real)) if real.content_type == "application/json" else None
     return await padded_json(request, 200, obj if isinstance(obj, dict) else {}, "padding", size)
+
+
+def _body_of(real: web.Response) -> bytes:
+    """The answer's bytes: every API answer here is built from bytes or text, never a streamed payload."""
+    body = real.body
+    if not isinstance(body, bytes):
+        raise TypeError(f"cannot spoil a {type(body).__name__} body")
+    return body
 
 
 def _stream_like(real: web.Response, length: int) -> web.StreamResponse:

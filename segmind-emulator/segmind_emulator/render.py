@@ -65,7 +65,7 @@ def decode_image(data: bytes) -> Image.Image:
     if not data:
         raise ImageDecodeError("the input image is empty (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         if img.width * img.height > MAX_INPUT_PIXELS:
             raise ImageDecodeError(f"the input image is too large ({img.width}x{img.height} pixels)")
         img.load()

@@ -211,7 +211,7 @@ class EmulatorProcess:
     def port(self) -> int:
         return urllib.parse.urlsplit(self.url).port or 0
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """An admin call (``/_emulator/...``) with this emulator's key, which the admin endpoints require."""
         data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
         headers = {"x-api-key": self.api_key}
@@ -219,7 +219,8 @@ class EmulatorProcess:
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.url + path, method=method, data=data, headers=headers)
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())
+            answer: dict[str, Any] = json.loads(resp.read())  # every admin endpoint answers a JSON object
+        return answer
 
     def stats(self) -> dict[str, Any]:
         """``GET /_emulator/stats``: counters of what clients did (see the server docs for keys)."""
@@ -249,7 +250,8 @@ class EmulatorProcess:
 
     def fault_rules(self) -> list[dict[str, Any]]:
         """``GET /_emulator/faults``: the current rules, each with the ``times`` it has left."""
-        return self._call("GET", "/_emulator/faults")["rules"]
+        rules: list[dict[str, Any]] = self._call("GET", "/_emulator/faults")["rules"]
+        return rules
 
     def sample_url(self, name: str = "athlete-1") -> str:
         """URL of a generated sample portrait (``athlete-1`` .. ``athlete-4``)."""
