@@ -22,6 +22,7 @@ from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_muscle_surge import contract, reattach
 from airflow_provider_muscle_surge.exceptions import InvalidParameter, RequestExpired
+from airflow_provider_muscle_surge.lineage import SegmindLineageMixin
 from airflow_provider_muscle_surge.links import SegmindRequestLink, SegmindVideoLink
 from airflow_provider_muscle_surge.polling import PollSchedule, check_interval, check_timeout, validate_overrides
 
@@ -37,7 +38,7 @@ DEFAULT_TIMEOUT = 3600.0
 DEFER_GRACE = timedelta(minutes=5)
 
 
-class SegmindSubmitOperator(BaseOperator):
+class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
     """Submit a request to any Segmind model (v2) and, by default, wait for its result.
 
     :param model: the model slug, e.g. ``"muscle-surge"``. Templated.
@@ -281,7 +282,9 @@ class SegmindSubmitOperator(BaseOperator):
             saved = hook.download(output, self._destination(request_id, output)).to_dict()
         where = f", saved to {saved['path']}" if saved else ""
         self.log.info("Request %s COMPLETED: output %s%s", request_id, output, where)
-        return {
+        # Kept on the operator for get_openlineage_facets_on_complete (lineage.py), which the
+        # OpenLineage listener calls on this object in this process once the task succeeded.
+        self._segmind_result: dict[str, Any] = {
             "model": self.model,
             "request_id": request_id,
             "status": "COMPLETED",
@@ -290,6 +293,7 @@ class SegmindSubmitOperator(BaseOperator):
             "status_url": hook.settings.base_url + contract.status_path(request_id),
             "saved": saved,
         }
+        return self._segmind_result
 
     def _destination(self, request_id: str, output_url: str) -> ObjectStoragePath:
         """Where the output goes: into ``output_path`` when it names a folder (see :func:`_names_a_folder`),
