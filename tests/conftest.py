@@ -8,6 +8,7 @@ HTTP to a real process, so what passes here passes against a real server.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -20,9 +21,9 @@ from dags_for_tests.dagtest_support import dag_id_for, use_private_airflow_db
 from hostile import HostileServer
 from hypothesis import settings
 from segmind_emulator.testing import EmulatorProcess
+from support import EMULATOR_KEY, HOOKS, TEST_KEY, Client, connection
 
 # --- emulator ------------------------------------------------------------------------------------
-EMULATOR_TEST_KEY = "test-key"
 #: Flags of the session emulator: ~1 s jobs with little spread, so state tests are quick and stable.
 EMULATOR_DEFAULT_FLAGS: dict[str, Any] = {"job_seconds": 1.0, "job_spread": 0.02, "credits": 1_000_000, "seed": 1234}
 
@@ -30,7 +31,7 @@ EMULATOR_DEFAULT_FLAGS: dict[str, Any] = {"job_seconds": 1.0, "job_spread": 0.02
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[EmulatorProcess]:
     """The session-wide emulator (key ``test-key``); state accumulates across tests, see ``fresh_emulator``."""
-    with EmulatorProcess(api_key=EMULATOR_TEST_KEY, **EMULATOR_DEFAULT_FLAGS) as emu:
+    with EmulatorProcess(api_key=TEST_KEY, **EMULATOR_DEFAULT_FLAGS) as emu:
         yield emu
 
 
@@ -52,7 +53,7 @@ def emulator_factory() -> Iterator[Callable[..., EmulatorProcess]]:
 
     def start(**flags: Any) -> EmulatorProcess:
         if "api_keys" not in flags:
-            flags.setdefault("api_key", EMULATOR_TEST_KEY)
+            flags.setdefault("api_key", TEST_KEY)
         emu = EmulatorProcess(**{**EMULATOR_DEFAULT_FLAGS, **flags})
         started.append(emu)
         return emu.start()
@@ -62,16 +63,42 @@ def emulator_factory() -> Iterator[Callable[..., EmulatorProcess]]:
         emu.stop()
 
 
+# --- the connection --------------------------------------------------------------------------------
 @pytest.fixture
-def segmind_conn(fresh_emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> EmulatorProcess:
-    """``AIRFLOW_CONN_SEGMIND_DEFAULT`` pointing at the (reset) session emulator; returns the emulator."""
-    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", fresh_emulator.connection_json())
+def segmind_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
+    """``segmind_connection(host_or_emulator, key=..., **extra)``: point ``segmind_default`` at it.
+
+    Sets ``AIRFLOW_CONN_SEGMIND_DEFAULT`` (no database; undone at teardown) to
+    :func:`support.connection`: fast retries in the extra unless ``extra`` says otherwise, the
+    emulator's key (or ``test-key`` for a URL; ``key=None``: no key). Returns the connection dict.
+    """
+
+    def use(target: str | EmulatorProcess, *, key: str | None = EMULATOR_KEY, **extra: Any) -> dict[str, Any]:
+        conn = connection(target, key=key, **extra)
+        monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
+        return conn
+
+    return use
+
+
+@pytest.fixture
+def segmind_conn(fresh_emulator: EmulatorProcess, segmind_connection: Callable[..., Any]) -> EmulatorProcess:
+    """``segmind_default`` pointing at the (reset) session emulator, fast retries; returns the emulator."""
+    segmind_connection(fresh_emulator)
     return fresh_emulator
 
 
+@pytest.fixture(params=HOOKS)
+def either_hook(request: pytest.FixtureRequest) -> Client:
+    """The sync hook, then the async one, behind one interface (:class:`support.Client`)."""
+    return Client(request.param)
+
+
+# --- the hostile server ------------------------------------------------------------------------------
 @pytest.fixture
 def hostile_server() -> Iterator[Callable[..., HostileServer]]:
-    """Start :class:`hostile.HostileServer` instances (``hostile_server(body, drip=1.0)``), closed at teardown."""
+    """Start :class:`hostile.HostileServer` instances (``hostile_server(body, drip=1.0)``, then
+    ``.route(...)`` for per-endpoint answers), closed at teardown."""
     servers: list[HostileServer] = []
 
     def start(body: bytes = b"", **kwargs: Any) -> HostileServer:

@@ -6,13 +6,15 @@ instead of submitting again. The proof is the emulator's billing counter: ``subm
 
 The retries here are real: ``dag.test()`` runs the task, Airflow marks it ``up_for_retry`` and runs
 try 2 with the same ``task_state_store`` (Airflow 3.3 keeps it per run/task/map index across
-tries). The failure of try 1 is injected with a patch, since the emulator's jobs do not fail
-transiently on their own.
+tries). So is the failure of try 1: the emulator's fault switch makes its status endpoint answer
+502 until the real wait gives up (``PollingGaveUp``), and the task's ``on_retry_callback``, which
+Airflow runs between the tries, heals it.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +22,6 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from dags_for_tests.dagtest_support import (
     DictStateStore,
-    FailureRecorder,
     fake_context,
     run_dag,
     task_state_store,
@@ -29,46 +30,49 @@ from dags_for_tests.dagtest_support import (
     xcom,
 )
 from segmind_emulator.testing import EmulatorProcess
+from support import FAST_RETRY
 
 from airflow_provider_muscle_surge import reattach
-from airflow_provider_muscle_surge.exceptions import InferenceFailed, PollingGaveUp, ServerError
-from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
-from airflow_provider_muscle_surge.hooks.segmind_async import SegmindAsyncHook
+from airflow_provider_muscle_surge.exceptions import InferenceFailed, PollingGaveUp
 from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
 
 FAST = {"poll_interval": 0.2}
 FAST_DEFERRED = {"poll_schedule": {"expected_seconds": 1, "dense_interval": 0.2, "first_poll_seconds": 0.3}}
 RETRY_ONCE = {"retries": 1, "retry_delay": timedelta(0)}
+#: Every status call of try 1 fails, as many times as the connection's retries allow.
+STATUS_DOWN = {"mode": "error", "endpoints": ["status"], "status": 502}
 
 
-class FirstWaitFails:
-    """Replaces ``SegmindHook.wait_for_request``: the first call fails (optionally after really
-    waiting for the job to finish), later calls are the real thing. Counts the calls."""
+class StatusOutage:
+    """The status endpoint answers 502 from now on; as ``on_retry_callback`` it records the error of
+    try 1 and heals the switch, so try 2 meets a working API.
 
-    def __init__(self, *, wait_first: bool = False, emulator: EmulatorProcess | None = None) -> None:
-        self.original = SegmindHook.wait_for_request
-        self.wait_first = wait_first
+    :param until_completed: before healing, wait until the job of try 1 is COMPLETED on the emulator
+        (watched through its admin counters, which are no API calls).
+    """
+
+    def __init__(self, emulator: EmulatorProcess, *, until_completed: bool = False) -> None:
         self.emulator = emulator
-        self.calls: list[str] = []
-        self.stats_after_first: dict[str, Any] = {}
+        self.until_completed = until_completed
+        self.errors: list[Any] = []
+        self.stats_at_retry: dict[str, Any] = {}
+        emulator.set_fault_rules(STATUS_DOWN)
 
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> FirstWaitFails:
-        def wait_for_request(hook: SegmindHook, request_id: str, **kwargs: Any) -> dict[str, Any]:
-            return self(hook, request_id, **kwargs)
+    def __call__(self, context: Any) -> None:
+        self.errors.append(context.get("exception"))
+        if self.until_completed:
+            for _ in range(300):
+                if self.emulator.stats()["jobs"]["COMPLETED"] == 1:
+                    break
+                time.sleep(0.05)
+        self.stats_at_retry = self.emulator.stats()
+        self.emulator.set_fault_rules()
 
-        monkeypatch.setattr(SegmindHook, "wait_for_request", wait_for_request)
-        return self
-
-    def __call__(self, hook: SegmindHook, request_id: str, **kwargs: Any) -> dict[str, Any]:
-        self.calls.append(request_id)
-        if len(self.calls) > 1:
-            return self.original(hook, request_id, **kwargs)
-        if self.wait_first:
-            self.original(hook, request_id, **kwargs)  # the job is COMPLETED now...
-        if self.emulator is not None:
-            self.stats_after_first = self.emulator.stats()
-        # ...but this try never learns it: the status endpoint "stayed unreachable".
-        raise PollingGaveUp(f"gave up polling Segmind request {request_id} (injected)", request_id=request_id)
+    @property
+    def request_of_try_1(self) -> str:
+        (error,) = self.errors
+        assert type(error) is PollingGaveUp, error
+        return error.request_id
 
 
 def surge(emulator: EmulatorProcess, **kwargs: Any) -> MuscleSurgeOperator:
@@ -77,110 +81,95 @@ def surge(emulator: EmulatorProcess, **kwargs: Any) -> MuscleSurgeOperator:
 
 # --- (a) blocking: the retry re-attaches to the running job --------------------------------------------
 def test_blocking_retry_reattaches_instead_of_paying_again(
-    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    new_dag: Any, segmind_conn: EmulatorProcess, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    first_wait = FirstWaitFails().install(monkeypatch)
-    retried = FailureRecorder()
+    outage = StatusOutage(segmind_conn)
     with new_dag() as dag:
-        surge(segmind_conn, on_retry_callback=retried)
+        surge(segmind_conn, on_retry_callback=outage)
 
     run = run_dag(dag)
 
     assert task_states(run) == {"surge": "success"}
     assert try_numbers(run) == {"surge": 2}
-    assert [type(e) for e in retried.errors] == [PollingGaveUp]
-    assert segmind_conn.stats()["submissions_total"] == 1, "billed once"
-    first_request = first_wait.calls[0]
-    assert first_wait.calls == [first_request, first_request], "both tries waited for the same request"
-    assert xcom(run, "surge")["request_id"] == first_request
+    first_request = outage.request_of_try_1
+    assert outage.errors[0].status_code == 502
+    assert outage.stats_at_retry["faults_by_mode"] == {"error": FAST_RETRY["max_retries"] + 1}, "the wait's own retries"
+    assert outage.stats_at_retry["submissions_total"] == segmind_conn.stats()["submissions_total"] == 1, "billed once"
+    assert xcom(run, "surge")["request_id"] == first_request, "try 2 finished the request try 1 gave up on"
     record = task_state_store(run, "surge")[reattach.STATE_KEY]
     assert (record["request_id"], record["try_number"]) == (first_request, 1)
     assert f"Re-attaching to request {first_request} (submitted by try 1" in capfd.readouterr().out
 
 
 # --- (b) deferrable: the trigger's error event, then the retry re-attaches ------------------------------
-def test_deferrable_retry_after_an_error_event_reattaches(
-    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    original = SegmindAsyncHook.wait_for_request
-    waited_for: list[str] = []
-
-    async def first_wait_hits_a_dead_api(hook: SegmindAsyncHook, request_id: str, **kwargs: Any) -> dict[str, Any]:
-        waited_for.append(request_id)
-        if len(waited_for) == 1:
-            raise ServerError("Segmind server error (HTTP 502): Bad gateway (injected)", status_code=502)
-        return await original(hook, request_id, **kwargs)
-
-    monkeypatch.setattr(SegmindAsyncHook, "wait_for_request", first_wait_hits_a_dead_api)
-    retried = FailureRecorder()
+def test_deferrable_retry_after_an_error_event_reattaches(new_dag: Any, segmind_conn: EmulatorProcess) -> None:
+    outage = StatusOutage(segmind_conn)
     with new_dag() as dag:
-        surge(segmind_conn, deferrable=True, on_retry_callback=retried, **FAST_DEFERRED)
+        surge(segmind_conn, deferrable=True, on_retry_callback=outage, **FAST_DEFERRED)
 
     run = run_dag(dag)
 
     assert task_states(run) == {"surge": "success"}
     assert try_numbers(run) == {"surge": 2}
-    (error,) = retried.errors
-    assert type(error) is PollingGaveUp, "the error event became the retryable exception"
-    assert error.status_code == 502
+    first_request = outage.request_of_try_1  # the trigger's error event became the retryable exception
+    assert outage.errors[0].status_code == 502
+    assert outage.stats_at_retry["faults_by_mode"] == {"error": FAST_RETRY["max_retries"] + 1}
     assert segmind_conn.stats()["submissions_total"] == 1, "billed once"
-    assert waited_for == [waited_for[0], waited_for[0]], "both triggers watched the same request"
-    assert xcom(run, "surge")["request_id"] == waited_for[0]
+    assert xcom(run, "surge")["request_id"] == first_request
+    assert task_state_store(run, "surge")[reattach.STATE_KEY]["try_number"] == 1
 
 
 # --- (c) the job finished meanwhile: the retry takes its result without polling -------------------------
 def test_retry_takes_the_result_of_a_request_that_completed_meanwhile(
-    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch
+    new_dag: Any, segmind_conn: EmulatorProcess
 ) -> None:
-    first_wait = FirstWaitFails(wait_first=True, emulator=segmind_conn).install(monkeypatch)
+    outage = StatusOutage(segmind_conn, until_completed=True)
     with new_dag() as dag:
-        surge(segmind_conn)
+        surge(segmind_conn, on_retry_callback=outage)
 
     run = run_dag(dag)
 
     assert task_states(run) == {"surge": "success"}
     assert try_numbers(run) == {"surge": 2}
-    assert len(first_wait.calls) == 1, "try 2 did not wait at all"
-    before, after = first_wait.stats_after_first, segmind_conn.stats()
+    before, after = outage.stats_at_retry, segmind_conn.stats()
+    assert before["jobs"]["COMPLETED"] == 1
     assert after["submissions_total"] == before["submissions_total"] == 1
     assert after["status_polls"] - before["status_polls"] == 1, "one status check to re-attach, no polling"
     assert after["results"] - before["results"] == 1
     result = xcom(run, "surge")
-    assert (result["request_id"], result["status"]) == (first_wait.calls[0], "COMPLETED")
+    assert (result["request_id"], result["status"]) == (outage.request_of_try_1, "COMPLETED")
     assert result["output"] == xcom(run, "surge", "output_url")
 
 
 # --- (d) different parameters are a different job ------------------------------------------------------
 def test_retry_with_different_parameters_submits_a_new_request(
-    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    new_dag: Any, segmind_conn: EmulatorProcess, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    first_wait = FirstWaitFails().install(monkeypatch)
+    outage = StatusOutage(segmind_conn)
     with new_dag() as dag:
-        surge(segmind_conn, seed="{{ ti.try_number }}")  # renders 1 on try 1, 2 on try 2
+        surge(segmind_conn, seed="{{ ti.try_number }}", on_retry_callback=outage)  # renders 1, then 2
 
     run = run_dag(dag)
 
     assert task_states(run) == {"surge": "success"}
     assert segmind_conn.stats()["submissions_total"] == 2
-    first, second = first_wait.calls
+    first, second = outage.request_of_try_1, xcom(run, "surge")["request_id"]
     assert first != second
-    assert xcom(run, "surge")["request_id"] == second
+    assert task_state_store(run, "surge")[reattach.STATE_KEY]["request_id"] == second
     assert f"Previous request {first} was for different parameters: submitting anew" in capfd.readouterr().out
 
 
 # --- (e) re-attach switched off ----------------------------------------------------------------------------
-def test_reattach_false_submits_again_on_retry(
-    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first_wait = FirstWaitFails().install(monkeypatch)
+def test_reattach_false_submits_again_on_retry(new_dag: Any, segmind_conn: EmulatorProcess) -> None:
+    outage = StatusOutage(segmind_conn)
     with new_dag() as dag:
-        surge(segmind_conn, reattach=False)
+        surge(segmind_conn, reattach=False, on_retry_callback=outage)
 
     run = run_dag(dag)
 
     assert task_states(run) == {"surge": "success"}
     assert segmind_conn.stats()["submissions_total"] == 2
-    assert first_wait.calls[0] != first_wait.calls[1]
+    assert outage.request_of_try_1 != xcom(run, "surge")["request_id"]
 
 
 # --- two tries by hand (execute() twice, one store) --------------------------------------------------------
@@ -222,11 +211,17 @@ def test_expired_previous_request_is_submitted_anew(segmind_conn: EmulatorProces
     assert segmind_conn.stats()["submissions_total"] == 1
 
 
-def test_failed_previous_request_with_the_same_body_fails_again_without_paying(segmind_conn: EmulatorProcess) -> None:
-    op = surge(segmind_conn, image_url=segmind_conn.sample_url() + "?rai-block")
+def failed_first_try(emulator: EmulatorProcess) -> tuple[MuscleSurgeOperator, DictStateStore]:
+    """An operator whose try 1 (run by hand) ended in a content block, and the store it left."""
+    op = surge(emulator, image_url=emulator.sample_url() + "?rai-block")
     store = DictStateStore()
     with pytest.raises(InferenceFailed):
         op.execute(fake_context(store, try_number=1))
+    return op, store
+
+
+def test_failed_previous_request_with_the_same_body_fails_again_without_paying(segmind_conn: EmulatorProcess) -> None:
+    op, store = failed_first_try(segmind_conn)
     failed_id = store.get(reattach.STATE_KEY)["request_id"]
 
     with pytest.raises(InferenceFailed) as info:
@@ -237,10 +232,7 @@ def test_failed_previous_request_with_the_same_body_fails_again_without_paying(s
 
 
 def test_failed_previous_request_is_submitted_anew_when_reattach_is_off(segmind_conn: EmulatorProcess) -> None:
-    op = surge(segmind_conn, image_url=segmind_conn.sample_url() + "?rai-block")
-    store = DictStateStore()
-    with pytest.raises(InferenceFailed):
-        op.execute(fake_context(store, try_number=1))
+    op, store = failed_first_try(segmind_conn)
     op.reattach = False
     op.wait_for_completion = False
 
