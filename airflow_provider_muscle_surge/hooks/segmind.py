@@ -46,6 +46,7 @@ from airflow_provider_muscle_surge.exceptions import (
 from airflow_provider_muscle_surge.hooks.settings import DEFAULT_CONN_ID, SegmindSettings
 from airflow_provider_muscle_surge.hooks.time_limit import TimeLimit, time_limited_session
 from airflow_provider_muscle_surge.polling import PollSchedule, Step, Watch
+from airflow_provider_muscle_surge.uris import storage_path
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -293,7 +294,7 @@ class SegmindHook(HttpHook):
                 time_limit=SYNC_TIME_LIMIT,
                 binary=True,
                 max_bytes=MAX_SYNC_OUTPUT_BYTES,
-                resend=self._resend(resubmit_on_unknown_outcome),
+                resend=self.settings.resend(resubmit_on_unknown_outcome),
             )
 
     def submit(
@@ -311,14 +312,11 @@ class SegmindHook(HttpHook):
                 "POST",
                 self.settings.url(contract.v2_submit_path(model)),
                 json=body,
-                resend=self._resend(resubmit_on_unknown_outcome),
+                resend=self.settings.resend(resubmit_on_unknown_outcome),
             )
         submission = self.settings.pin(contract.Submission.parse(answer))
         self.log.info("Submitted %s request %s", model, submission.request_id)
         return submission
-
-    def _resend(self, override: bool | None) -> bool:
-        return self.settings.resubmit_on_unknown_outcome if override is None else bool(override)
 
     def get_status(self, request_id: str) -> dict[str, Any]:
         """The status body; a FAILED request is returned (its 422 is an answer, not an error)."""
@@ -379,11 +377,7 @@ class SegmindHook(HttpHook):
         """
         from airflow.sdk import ObjectStoragePath
 
-        dest = (
-            destination
-            if isinstance(destination, ObjectStoragePath)
-            else ObjectStoragePath(Path(destination).absolute().as_uri())
-        )
+        dest = destination if isinstance(destination, ObjectStoragePath) else storage_path(destination)
         dest.parent.mkdir(parents=True, exist_ok=True)
         for stale in dest.parent.glob(f".{dest.name}.*.part"):
             stale.unlink(missing_ok=True)

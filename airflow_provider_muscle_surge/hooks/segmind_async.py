@@ -115,11 +115,13 @@ class SegmindAsyncHook(BaseHook):
         """v2 submit with the sync hook's rule: an unknown outcome is never posted again unless opted in."""
         settings = await self.get_settings()
         body = contract.validate_payload(model, payload)
-        resend = (
-            settings.resubmit_on_unknown_outcome if resubmit_on_unknown_outcome is None else resubmit_on_unknown_outcome
-        )
         with SubmitOutcomeUnknown.guard(model):
-            answer = await self._call("POST", settings.url(contract.v2_submit_path(model)), json=body, resend=resend)
+            answer = await self._call(
+                "POST",
+                settings.url(contract.v2_submit_path(model)),
+                json=body,
+                resend=settings.resend(resubmit_on_unknown_outcome),
+            )
         return settings.pin(contract.Submission.parse(answer))
 
     async def get_status(self, request_id: str, *, until: float | None = None) -> dict[str, Any]:

@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_muscle_surge.contract import DEFAULT_HOST, Submission, result_path, status_path, upload_url_for
+from airflow_provider_muscle_surge.contract import (
+    API_KEY_HEADER,
+    DEFAULT_HOST,
+    Submission,
+    result_path,
+    status_path,
+    upload_url_for,
+)
+from airflow_provider_muscle_surge.contract import DEFAULT_CONN_ID as DEFAULT_CONN_ID  # for the hooks and trigger
 from airflow_provider_muscle_surge.exceptions import AuthenticationError, InvalidParameter
 from airflow_provider_muscle_surge.retry import RetryPolicy, seconds_from_extra
 from airflow_provider_muscle_surge.urls import Origin, checked_url, origin_of
@@ -18,7 +26,6 @@ from airflow_provider_muscle_surge.urls import Origin, checked_url, origin_of
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-DEFAULT_CONN_ID = "segmind_default"
 #: Total seconds one HTTP call may take (connect, headers and body), not per socket read.
 DEFAULT_TIMEOUT = 30.0
 
@@ -72,7 +79,11 @@ class SegmindSettings:
     def headers(self) -> dict[str, str]:
         from airflow_provider_muscle_surge import __version__
 
-        return {"x-api-key": self.api_key, "User-Agent": f"airflow-provider-muscle-surge/{__version__}"}
+        return {API_KEY_HEADER: self.api_key, "User-Agent": f"airflow-provider-muscle-surge/{__version__}"}
+
+    def resend(self, override: bool | None) -> bool:
+        """Whether a paid call may be sent again when its outcome is unknown: the caller's word, else the extra's."""
+        return self.resubmit_on_unknown_outcome if override is None else bool(override)
 
     def url(self, path: str) -> str:
         return self.base_url + path
