@@ -57,7 +57,8 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "Segmind", "python-modules": [f"{_PKG}.sensors.segmind"]}],
         "triggers": [{"integration-name": "Segmind", "python-modules": [f"{_PKG}.triggers.segmind"]}],
         "extra-links": [
-            f"{_PKG}.links.SegmindVideoLink",
+            f"{_PKG}.links.SegmindOutputLink",
+            f"{_PKG}.links.SegmindVideoLink",  # deprecated alias of SegmindOutputLink
             f"{_PKG}.links.SegmindRequestLink",
         ],
         "connection-types": [

@@ -1,17 +1,16 @@
-"""The Segmind API contract, in one place.
+"""The Segmind API contract: the facts every model shares, in one place.
 
-Everything that is a fact about the remote API lives here and nowhere else: URLs and paths,
-the request states, the parameter rules of ``muscle-surge``, and the map from an HTTP answer
-to an exception. The sync hook, the async hook, the operators, the sensor, the trigger and
-the emulator all import it, so a rule changes in one line and every side agrees.
+URLs and paths, the request states, how long requests are kept, the map from an HTTP answer to
+an exception, and how an answer is read. The sync hook, the async hook, the operators, the
+sensor and the trigger all import it, so a rule changes in one line and every side agrees. What
+one model accepts is not here but in its own module under :mod:`airflow_provider_muscle_surge.models`;
+:func:`validate_payload` looks the model up there.
 
 This module does no I/O and imports nothing heavy: DAG files reach it at parse time.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import json
 import re
@@ -34,20 +33,25 @@ from airflow_provider_muscle_surge.exceptions import (
     ServerError,
     TransportError,
 )
+from airflow_provider_muscle_surge.models import MODELS
+
+# The slug the provider is named for, kept reachable as ``contract.MUSCLE_SURGE``: the hooks and the
+# sensor wait on it by default when the model of a request is not known.
+from airflow_provider_muscle_surge.models.muscle_surge import MUSCLE_SURGE
 from airflow_provider_muscle_surge.retry import retry_after_seconds
+from airflow_provider_muscle_surge.uris import join_url
 
 # --- endpoints --------------------------------------------------------------------------------
 DEFAULT_HOST = "https://api.segmind.com"
 #: The real service takes uploads on a separate host; the emulator serves the same path itself.
 REAL_UPLOAD_URL = "https://workflows-api.segmind.com/upload-asset"
 UPLOAD_PATH = "/upload-asset"
-MUSCLE_SURGE = "muscle-surge"
 API_KEY_HEADER = "x-api-key"
 #: How long the service keeps a v2 request record and its result.
 RETENTION_SECONDS = 3600
-#: Typical render time of a muscle-surge job (the model page says ~45.5 s).
-TYPICAL_RENDER_SECONDS: Mapping[str, float] = {MUSCLE_SURGE: 45.5}
-DEFAULT_TYPICAL_RENDER_SECONDS = 20.0
+#: The Airflow connection the hooks, operators and sensor use unless told otherwise. Here rather
+#: than in the hooks: the operators need it while a DAG file is parsed, and must not import them.
+DEFAULT_CONN_ID = "segmind_default"
 
 
 def v1_path(model: str) -> str:
@@ -66,11 +70,16 @@ def result_path(request_id: str) -> str:
     return f"/v2/requests/{_request_id(request_id)}"
 
 
+def status_url(base_url: str, request_id: str) -> str:
+    """The full status URL of a request on ``base_url``: what the operators and the sensor show."""
+    return join_url(base_url, status_path(request_id))
+
+
 def upload_url_for(host: str) -> str:
     """Where uploads go: Segmind's storage host for the real API, the same host otherwise."""
     if urlsplit(host).hostname == "api.segmind.com":
         return REAL_UPLOAD_URL
-    return host.rstrip("/") + UPLOAD_PATH
+    return join_url(host, UPLOAD_PATH)
 
 
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -79,7 +88,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 def _slug(model: str) -> str:
     if not isinstance(model, str) or not _SLUG_RE.match(model):
-        raise InvalidParameter("model", model, "a Segmind model slug such as 'muscle-surge'")
+        raise InvalidParameter("model", model, f"a Segmind model slug such as {MUSCLE_SURGE!r}")
     return model
 
 
@@ -243,111 +252,15 @@ def error_for_status(
     return BadRequest(f"Segmind answered HTTP {status_code}: {detail}.", **kw)
 
 
-# --- parameters of muscle-surge ---------------------------------------------------------------
-DURATIONS = (5, 8)
-QUALITIES = ("360p", "540p", "720p", "1080p")
-MOTION_MODES = ("normal", "fast")
-STYLES = ("anime", "3d_animation", "clay", "comic", "cyberpunk")
-SEED_RANGE = (1, 999_999)
-QUALITY_HEIGHT: Mapping[str, int] = {"360p": 360, "540p": 540, "720p": 720, "1080p": 1080}
-MUSCLE_SURGE_DEFAULTS: Mapping[str, Any] = {"duration": 5, "quality": "540p", "motion_mode": "normal"}
-_DATA_URI_RE = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
-#: Whitespace and control characters are never part of a URL (urlsplit silently strips or keeps them).
-_NOT_IN_URL_RE = re.compile(r"[\x00-\x20\x7f]")
-
-
-def _as_int(field: str, value: Any, rule: str) -> int:
-    # bool is an int in Python, and "5" arrives from templates: accept digits, refuse True.
-    if isinstance(value, bool):
-        raise InvalidParameter(field, value, rule)
-    if isinstance(value, int):
-        return value
-    # ASCII digits only: "²".isdigit() is True but int("²") raises a bare ValueError.
-    # At most 18 digits: int() refuses a 5,000-digit string with a bare ValueError (Python's
-    # int_max_str_digits), and no rule here accepts a number that long anyway.
-    digits = value.strip() if isinstance(value, str) else ""
-    if digits.isascii() and digits.isdigit() and len(digits) <= 18:
-        return int(digits)
-    raise InvalidParameter(field, value, rule)
-
-
-def _check_image_url(value: Any) -> str:
-    rule = "an http(s) URL or a data:image/...;base64 URI"
-    if not isinstance(value, str) or not value:
-        raise InvalidParameter("image_url", value, rule)
-    if _DATA_URI_RE.match(value):
-        try:
-            data = base64.b64decode(value.split(",", 1)[1], validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidParameter("image_url", value[:40] + "...", "the data URI is not valid base64") from None
-        if not data:
-            raise InvalidParameter("image_url", value[:40], "the data URI holds no image data")
-        return value
-    if _NOT_IN_URL_RE.search(value):
-        raise InvalidParameter("image_url", value, "a URL without spaces or control characters (percent-encode them)")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
-    except ValueError:  # e.g. "http://[oops/x.png" (an unclosed IPv6 literal)
-        raise InvalidParameter("image_url", value, rule) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidParameter("image_url", value, rule)
-    return value
-
-
-def validate_muscle_surge(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every documented rule and return the normalised body (defaults filled in).
-
-    Raises :class:`InvalidParameter` naming the field, the value and the rule. Nothing is
-    sent before this passes: a 400 would cost a round trip, and some media models accept a
-    bad body and fail later as a billed FAILED.
-    """
-    unknown = set(params) - {"image_url", "duration", "quality", "motion_mode", "seed", "style"}
-    if unknown:
-        raise InvalidParameter(
-            sorted(unknown)[0],
-            params[sorted(unknown)[0]],
-            "not a muscle-surge parameter (image_url, duration, quality, motion_mode, seed, style)",
-        )
-    body: dict[str, Any] = {"image_url": _check_image_url(params.get("image_url"))}
-    duration = _as_int("duration", params.get("duration", 5), "one of 5 or 8 (seconds)")
-    if duration not in DURATIONS:
-        raise InvalidParameter("duration", duration, "one of 5 or 8 (seconds)")
-    quality = params.get("quality", MUSCLE_SURGE_DEFAULTS["quality"])
-    if quality not in QUALITIES:
-        raise InvalidParameter("quality", quality, f"one of {', '.join(QUALITIES)}")
-    motion = params.get("motion_mode", MUSCLE_SURGE_DEFAULTS["motion_mode"])
-    if motion not in MOTION_MODES:
-        raise InvalidParameter("motion_mode", motion, "one of normal, fast")
-    if motion == "fast" and duration != 5:
-        raise InvalidParameter("motion_mode", motion, "fast is only allowed with duration=5")
-    if motion == "fast" and quality == "1080p":
-        raise InvalidParameter("motion_mode", motion, "fast is not supported at quality=1080p")
-    if duration == 8 and quality == "1080p":
-        raise InvalidParameter("duration", duration, "8 s is not available at quality=1080p (use 5)")
-    body.update(duration=duration, quality=quality, motion_mode=motion)
-    seed = params.get("seed")
-    if seed is not None:
-        seed = _as_int("seed", seed, f"an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}")
-        if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
-            raise InvalidParameter("seed", seed, f"an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}")
-        body["seed"] = seed
-    style = params.get("style")
-    if style is not None:
-        if style not in STYLES:
-            raise InvalidParameter("style", style, f"one of {', '.join(STYLES)} (or omit it)")
-        body["style"] = style
-    return body
-
-
+# --- request bodies ------------------------------------------------------------------------
 def validate_payload(model: str, payload: Any) -> dict[str, Any]:
-    """Validate a request body for any model: muscle-surge by its rules, others as a JSON object."""
+    """Validate a request body for any model: a model in ``models.MODELS`` by its own rules, any
+    other as a JSON object (its rules are unknown here; the service judges it)."""
     _slug(model)
     if not isinstance(payload, Mapping):
         raise InvalidParameter("payload", payload, "a JSON object (dict) of model parameters")
-    if model == MUSCLE_SURGE:
-        return validate_muscle_surge(payload)
-    return dict(payload)
+    known = MODELS.get(model)
+    return known.validate(payload) if known else dict(payload)
 
 
 # --- reading an answer ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Extra links in the Airflow UI: one click from a task to its video and to its request.
+"""Extra links in the Airflow UI: one click from a task to its output and to its request.
 
 Both read XCom that the operator and the sensor push (``output_url`` when the job completes,
 ``status_url`` right after the submit, before any wait or deferral). Airflow 3 evaluates
@@ -8,8 +8,10 @@ request link is there while the task is still deferred.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
@@ -24,13 +26,34 @@ def _xcom_link(key: str, ti_key: Any) -> str:
     return value if isinstance(value, str) and value.startswith(("http://", "https://")) else ""
 
 
-class SegmindVideoLink(BaseOperatorLink):
-    """The finished video (Segmind's output URL; it expires with the request after 1 hour)."""
+class SegmindOutputLink(BaseOperatorLink):
+    """The finished output (Segmind's output URL; it expires with the request after 1 hour).
 
-    name = "Muscle Surge video"
+    Named for what any model returns, a video for Muscle Surge, an image for an image model:
+    ``SegmindSubmitOperator`` runs every model under the same link.
+    """
+
+    name = "Segmind output"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         return _xcom_link("output_url", ti_key)
+
+
+class SegmindVideoLink(SegmindOutputLink):
+    """Deprecated: use :class:`SegmindOutputLink` (this is its earlier name, and the same link).
+
+    Kept so that an operator or plugin that still names this class, and a DAG serialized with
+    this class path, load and show the link instead of failing on a missing class. Its XCom key
+    (``_link_SegmindVideoLink``, from the class name) is the one tasks of those DAGs stored.
+    """
+
+    def __init__(self) -> None:
+        warnings.warn(
+            "SegmindVideoLink is deprecated; use airflow_provider_muscle_surge.links.SegmindOutputLink",
+            AirflowProviderDeprecationWarning,
+            stacklevel=2,
+        )
+        super().__init__()
 
 
 class SegmindRequestLink(BaseOperatorLink):

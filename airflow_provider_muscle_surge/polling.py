@@ -21,13 +21,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from airflow_provider_muscle_surge.checks import at_least, finite_number, positive_seconds
-from airflow_provider_muscle_surge.contract import (
-    DEFAULT_TYPICAL_RENDER_SECONDS,
-    TYPICAL_RENDER_SECONDS,
-    RequestStatus,
-    live_status,
-)
+from airflow_provider_muscle_surge.contract import RequestStatus, live_status
 from airflow_provider_muscle_surge.exceptions import InferenceTimeout, InvalidParameter
+from airflow_provider_muscle_surge.models import typical_render_seconds
+from airflow_provider_muscle_surge.models.muscle_surge import MUSCLE_SURGE
 
 #: The shortest wait between two status calls a user may ask for (``poll_interval``, the
 #: schedule's ``dense_interval``, ``max_interval`` and ``fixed_interval``). Without a floor, a 0
@@ -46,7 +43,7 @@ class PollSchedule:
     ``fixed_interval`` turns it into the classic fixed cadence (the SDK's is 1.0).
     """
 
-    expected_seconds: float = TYPICAL_RENDER_SECONDS["muscle-surge"]
+    expected_seconds: float = typical_render_seconds(MUSCLE_SURGE)
     #: Half-width of the dense window around ``expected_seconds``; default 10 % of it.
     spread_seconds: float | None = None
     dense_interval: float = 0.9
@@ -60,8 +57,7 @@ class PollSchedule:
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> PollSchedule:
-        expected = TYPICAL_RENDER_SECONDS.get(model, DEFAULT_TYPICAL_RENDER_SECONDS)
-        return cls(**{"expected_seconds": expected, **overrides})
+        return cls(**{"expected_seconds": typical_render_seconds(model), **overrides})
 
     @classmethod
     def checked(cls, model: str, overrides: Mapping[str, Any] | None = None, /) -> PollSchedule:

@@ -24,14 +24,16 @@ from pathlib import Path
 
 from airflow.sdk import Asset, Param, dag, task
 
-from airflow_provider_muscle_surge import contract
+from airflow_provider_muscle_surge.contract import DEFAULT_CONN_ID
+from airflow_provider_muscle_surge.models import muscle_surge
 from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
+from airflow_provider_muscle_surge.uris import file_url
 
-CONN_ID = "segmind_default"
+CONN_ID = DEFAULT_CONN_ID
 #: Updated by ``render_video``; ``example_muscle_surge_publish`` is scheduled on it.
 VIDEO_ASSET = Asset("muscle_surge_video")
 _LOCAL_BASE = os.environ.get("MUSCLE_SURGE_OUTPUT", "/tmp/muscle-surge")
-STORAGE = os.environ.get("MUSCLE_SURGE_STORAGE") or (Path(_LOCAL_BASE).absolute() / "videos").as_uri()
+STORAGE = os.environ.get("MUSCLE_SURGE_STORAGE") or file_url(Path(_LOCAL_BASE) / "videos")
 #: The run's day. Runs triggered without a logical date (the Airflow 3 default for API and UI
 #: triggers) have no ``ds``: their ``run_after`` day is used instead.
 RUN_DAY = "{{ ds if ds is defined else dag_run.run_after | ds }}"
@@ -72,7 +74,7 @@ def record_video(context, result):
             title="Segmind image model",
             description="Any Segmind text-to-image slug that takes a 'prompt'.",
         ),
-        "quality": Param("540p", type="string", enum=list(contract.QUALITIES), title="Video quality"),
+        "quality": Param("540p", type="string", enum=list(muscle_surge.QUALITIES), title="Video quality"),
     },
 )
 def example_muscle_surge_chain():

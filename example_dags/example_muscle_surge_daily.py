@@ -32,9 +32,11 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
+from airflow_provider_muscle_surge.contract import DEFAULT_CONN_ID
 from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
+from airflow_provider_muscle_surge.uris import join_url
 
-CONN_ID = "segmind_default"
+CONN_ID = DEFAULT_CONN_ID
 POOL = "segmind_api"
 INPUTS_VARIABLE = "muscle_surge_inputs"
 OUTPUT_BASE = os.environ.get("MUSCLE_SURGE_OUTPUT", "/tmp/muscle-surge")
@@ -68,13 +70,12 @@ def example_muscle_surge_daily():
         images = Variable.get(INPUTS_VARIABLE, default=None, deserialize_json=True)
         if images is None:
             settings = SegmindHook(CONN_ID).settings
-            base_url = settings.base_url
             if not settings.origin.is_loopback:
                 raise AirflowFailException(
                     f"Set the Variable {INPUTS_VARIABLE!r} to a JSON list of image URLs, e.g. "
                     f"airflow variables set {INPUTS_VARIABLE} '[\"https://example.com/athlete.png\"]'"
                 )
-            images = [base_url + path for path in EMULATOR_SAMPLES]
+            images = [join_url(settings.base_url, path) for path in EMULATOR_SAMPLES]
         if not (isinstance(images, list) and images and all(isinstance(i, str) and i for i in images)):
             raise AirflowFailException(f"Variable {INPUTS_VARIABLE!r} must be a non-empty JSON list of URLs")
         # Same image twice in one day is the same video twice: render it once.

@@ -21,10 +21,12 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from airflow_provider_muscle_surge import contract
+from airflow_provider_muscle_surge.contract import DEFAULT_CONN_ID
+from airflow_provider_muscle_surge.models import muscle_surge
 from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
+from airflow_provider_muscle_surge.uris import join_url
 
-CONN_ID = "segmind_default"
+CONN_ID = DEFAULT_CONN_ID
 OUTPUT_BASE = os.environ.get("MUSCLE_SURGE_OUTPUT", "/tmp/muscle-surge")
 #: The run's day. Runs triggered without a logical date (the Airflow 3 default for API and UI
 #: triggers) have no ``ds``: their ``run_after`` day is used instead.
@@ -48,27 +50,27 @@ EMULATOR_SAMPLE = "/_emulator/samples/athlete-1.png"
             title="Input image URL",
             description="http(s) URL of a photo of one person. Empty: the emulator's sample (local emulator only).",
         ),
-        "quality": Param("720p", type="string", enum=list(contract.QUALITIES), title="Quality"),
+        "quality": Param("720p", type="string", enum=list(muscle_surge.QUALITIES), title="Quality"),
         "duration": Param(
             5,
             type="integer",
-            enum=list(contract.DURATIONS),
+            enum=list(muscle_surge.DURATIONS),
             title="Duration (s)",
             description="8 s is not available at 1080p or with fast motion.",
         ),
-        "motion_mode": Param("normal", type="string", enum=list(contract.MOTION_MODES), title="Motion mode"),
+        "motion_mode": Param("normal", type="string", enum=list(muscle_surge.MOTION_MODES), title="Motion mode"),
         "style": Param(
             None,
             type=["null", "string"],
-            enum=[None, *contract.STYLES],
+            enum=[None, *muscle_surge.STYLES],
             title="Style",
             description="Optional look; empty for none.",
         ),
         "seed": Param(
             None,
             type=["null", "integer"],
-            minimum=contract.SEED_RANGE[0],
-            maximum=contract.SEED_RANGE[1],
+            minimum=muscle_surge.SEED_RANGE[0],
+            maximum=muscle_surge.SEED_RANGE[1],
             title="Seed",
             description="Optional, for a reproducible video.",
         ),
@@ -81,14 +83,13 @@ def example_muscle_surge_marketing():
         from airflow_provider_muscle_surge.exceptions import InvalidParameter
         from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
 
-        wanted = {k: params.get(k) for k in ("image_url", "duration", "quality", "motion_mode", "seed", "style")}
+        wanted = {k: params.get(k) for k in muscle_surge.PARAMETERS}
         if not wanted["image_url"]:
             settings = SegmindHook(CONN_ID).settings
-            base_url = settings.base_url
             if not settings.origin.is_loopback:
                 raise InvalidParameter("image_url", "", "required: an http(s) URL of the input image")
-            wanted["image_url"] = base_url + EMULATOR_SAMPLE
-        body = contract.validate_muscle_surge({k: v for k, v in wanted.items() if v is not None and v != ""})
+            wanted["image_url"] = join_url(settings.base_url, EMULATOR_SAMPLE)
+        body = muscle_surge.validate_muscle_surge({k: v for k, v in wanted.items() if v is not None and v != ""})
         # One XCom per field (multiple_outputs); absent optional fields are None, which the operator omits.
         return {"seed": None, "style": None, **body}
 

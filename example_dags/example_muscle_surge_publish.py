@@ -22,9 +22,11 @@ from pathlib import Path
 
 from airflow.sdk import Asset, dag, task
 
+from airflow_provider_muscle_surge.uris import file_url
+
 VIDEO_ASSET = Asset("muscle_surge_video")
 _LOCAL_BASE = os.environ.get("MUSCLE_SURGE_OUTPUT", "/tmp/muscle-surge")
-PUBLISH = os.environ.get("MUSCLE_SURGE_PUBLISH") or (Path(_LOCAL_BASE).absolute() / "published").as_uri()
+PUBLISH = os.environ.get("MUSCLE_SURGE_PUBLISH") or file_url(Path(_LOCAL_BASE) / "published")
 
 
 @dag(

@@ -45,7 +45,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from segmind_emulator.testing import EmulatorProcess
 
-from airflow_provider_muscle_surge import contract, events
+from airflow_provider_muscle_surge import events
 from airflow_provider_muscle_surge.exceptions import (
     InvalidParameter,
     MalformedResponse,
@@ -55,6 +55,7 @@ from airflow_provider_muscle_surge.exceptions import (
 )
 from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
 from airflow_provider_muscle_surge.hooks.segmind_async import SegmindAsyncHook
+from airflow_provider_muscle_surge.models.muscle_surge import validate_muscle_surge
 from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator, SegmindSubmitOperator
 from airflow_provider_muscle_surge.polling import MIN_POLL_INTERVAL, PollSchedule
 from airflow_provider_muscle_surge.sensors.segmind import SegmindRequestSensor
@@ -237,11 +238,11 @@ def _looks_templated(params: dict[str, Any]) -> bool:
 @example({"image_url": "data:image/png;base64,"})
 def test_the_contract_refuses_exactly_what_the_documented_rules_refuse(params: dict[str, Any]) -> None:
     if reference_valid(params):
-        body = contract.validate_muscle_surge(params)
+        body = validate_muscle_surge(params)
         assert set(body) >= {"image_url", "duration", "quality", "motion_mode"}
         return
     with pytest.raises(InvalidParameter) as info:  # never a bare ValueError/TypeError: those would be retried
-        contract.validate_muscle_surge(params)
+        validate_muscle_surge(params)
     err = info.value
     assert isinstance(err, AirflowFailException)
     assert err.field in (*PARAMS, *params), err

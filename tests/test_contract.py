@@ -22,7 +22,6 @@ from airflow_provider_muscle_surge.contract import (
     check_answer,
     completed_result,
     error_for_status,
-    validate_muscle_surge,
     validate_payload,
 )
 from airflow_provider_muscle_surge.exceptions import (
@@ -40,6 +39,7 @@ from airflow_provider_muscle_surge.exceptions import (
     ServerError,
     TransportError,
 )
+from airflow_provider_muscle_surge.models.muscle_surge import validate_muscle_surge
 
 IMAGE = "https://storage.example.com/people/athlete.png"
 PNG_DATA_URI = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n fake image bytes").decode()

@@ -79,6 +79,10 @@ def test_sensor_waits_for_the_request_an_upstream_task_submitted(
     assert result["metrics"]["credits_used"] == 1
     assert xcom(run, "wait", "output_url") == result["output"]
     assert xcom(run, "wait", "status_url") == f"{segmind_conn.url}/v2/requests/{request_id}/status"
+    # The operator's result shape; the sensor knows the request only by id and saves nothing.
+    assert set(result) == {"model", "request_id", "status", "output", "metrics", "status_url", "saved"}
+    assert result["status_url"] == xcom(run, "wait", "status_url")
+    assert (result["model"], result["saved"]) == (None, None)
     assert segmind_conn.stats()["submissions_total"] == 1, "the sensor only watches"
 
 

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -23,18 +23,23 @@ from airflow.sdk import BaseOperator, conf
 from airflow_provider_muscle_surge import contract, reattach
 from airflow_provider_muscle_surge.exceptions import InvalidParameter, RequestExpired
 from airflow_provider_muscle_surge.lineage import SegmindLineageMixin
-from airflow_provider_muscle_surge.links import SegmindRequestLink, SegmindVideoLink
+from airflow_provider_muscle_surge.links import SegmindOutputLink, SegmindRequestLink
+from airflow_provider_muscle_surge.models.muscle_surge import MUSCLE_SURGE, validate_muscle_surge
 from airflow_provider_muscle_surge.polling import PollSchedule, check_interval, check_timeout, validate_overrides
+from airflow_provider_muscle_surge.uris import storage_path
 
 if TYPE_CHECKING:
+    from logging import Logger
+
     from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
     from airflow_provider_muscle_surge.polling import Step, Watch
 
 #: Results live 1 hour on Segmind; waiting longer than that can only end in "expired".
-DEFAULT_TIMEOUT = 3600.0
-#: Extra time the deferral gets over the trigger's own deadline, so the trigger reports first.
+DEFAULT_TIMEOUT = float(contract.RETENTION_SECONDS)
+#: Extra time a deferral (the operator's and the sensor's) gets over the trigger's own deadline, so
+#: the trigger reports first: its event names the request and the state, Airflow's timeout does not.
 DEFER_GRACE = timedelta(minutes=5)
 
 
@@ -74,7 +79,7 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
 
     template_fields: tuple[str, ...] = ("model", "payload", "output_path")
     template_fields_renderers = {"payload": "json"}
-    operator_extra_links = (SegmindVideoLink(), SegmindRequestLink())
+    operator_extra_links = (SegmindOutputLink(), SegmindRequestLink())
     ui_color = "#f6d365"
 
     def __init__(
@@ -82,7 +87,7 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
         *,
         model: str,
         payload: dict[str, Any] | None = None,
-        segmind_conn_id: str = "segmind_default",
+        segmind_conn_id: str = contract.DEFAULT_CONN_ID,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float | None = None,
@@ -275,37 +280,67 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
             self.log.info("Request %s is %s after %.1fs", watch.request_id, step.status.value, watch.elapsed())
 
     def _finish(self, context: Context, hook: SegmindHook, request_id: str, result: dict[str, Any]) -> dict[str, Any]:
-        output = result.get("output")
-        context["ti"].xcom_push(key="output_url", value=output if isinstance(output, str) else None)
-        saved = None
-        if self.output_path and isinstance(output, str):
-            saved = hook.download(output, self._destination(request_id, output)).to_dict()
-        where = f", saved to {saved['path']}" if saved else ""
-        self.log.info("Request %s COMPLETED: output %s%s", request_id, output, where)
+        def save(output_url: str) -> dict[str, Any]:
+            return hook.download(output_url, self._destination(request_id, output_url)).to_dict()
+
         # Kept on the operator for get_openlineage_facets_on_complete (lineage.py), which the
         # OpenLineage listener calls on this object in this process once the task succeeded.
-        self._segmind_result: dict[str, Any] = {
-            "model": self.model,
-            "request_id": request_id,
-            "status": "COMPLETED",
-            "output": output,
-            "metrics": result.get("metrics"),
-            "status_url": hook.settings.base_url + contract.status_path(request_id),
-            "saved": saved,
-        }
+        self._segmind_result: dict[str, Any] = completed_task_result(
+            context,
+            self.log,
+            model=self.model,
+            request_id=request_id,
+            result=result,
+            base_url=hook.settings.base_url,
+            save=save if self.output_path else None,
+        )
         return self._segmind_result
 
     def _destination(self, request_id: str, output_url: str) -> ObjectStoragePath:
         """Where the output goes: into ``output_path`` when it names a folder (see :func:`_names_a_folder`),
         as ``<request id><suffix of the output URL>``; otherwise ``output_path`` is the file."""
-        target = _as_path(self.output_path)  # type: ignore[arg-type]
+        target = storage_path(self.output_path)  # type: ignore[arg-type]
         if not _names_a_folder(_text_of(self.output_path), target.is_dir):  # type: ignore[arg-type]
             return target
         suffix = PurePosixPath(output_url.split("?", 1)[0]).suffix or ".bin"
         return target / f"{request_id}{suffix}"
 
 
-# --- argument checks shared with the sensor ------------------------------------------------------------
+# --- shared with the sensor ----------------------------------------------------------------------------
+def completed_task_result(
+    context: Context,
+    log: Logger,
+    *,
+    model: str | None,
+    request_id: str,
+    result: Mapping[str, Any],
+    base_url: str,
+    save: Callable[[str], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The value a task returns (its XCom) for a COMPLETED request: one shape for the operator and
+    the sensor, so a downstream task reads ``["output"]``, ``["status_url"]`` or ``["saved"]`` the
+    same way whichever of them waited.
+
+    ``model`` is None where it is unknown (the sensor watches a request by id), and ``saved`` is
+    None unless ``save`` (called with the output URL) saved the output. ``output_url`` is pushed
+    before anything is saved: the UI's output link works even when saving the file fails.
+    """
+    output = result.get("output")
+    context["ti"].xcom_push(key="output_url", value=output if isinstance(output, str) else None)
+    saved = save(output) if save is not None and isinstance(output, str) else None
+    where = f", saved to {saved['path']}" if saved else ""
+    log.info("Request %s COMPLETED: output %s%s", request_id, output, where)
+    return {
+        "model": model,
+        "request_id": request_id,
+        "status": "COMPLETED",
+        "output": output,
+        "metrics": result.get("metrics"),
+        "status_url": contract.status_url(base_url, request_id),
+        "saved": saved,
+    }
+
+
 def check_flag(field: str, value: Any, *, optional: bool = False) -> Any:
     """A real bool (or None when ``optional``). The string "false" is truthy: taken as a bool it
     would do the opposite of what was written, so it is refused instead of interpreted."""
@@ -473,20 +508,6 @@ def _probe_local_folder(text: str, path: Path) -> None:
         raise InvalidParameter("output_path", text, f"a folder this worker can write to; {folder}: {reason}") from None
 
 
-def _as_path(location: str | os.PathLike[str] | ObjectStoragePath) -> ObjectStoragePath:
-    """``location`` as an ObjectStoragePath; a local path becomes an absolute ``file://`` one.
-
-    The path is put in the URL as it is, not percent-encoded: ObjectStoragePath takes the URL's
-    path literally, so ``as_uri()`` would save ``a b/`` under a folder named ``a%20b``.
-    """
-    from airflow.sdk import ObjectStoragePath
-
-    if isinstance(location, ObjectStoragePath):
-        return location
-    text = os.fspath(location)
-    return ObjectStoragePath(text if "://" in text else "file://" + str(Path(text).absolute()))
-
-
 class MuscleSurgeOperator(SegmindSubmitOperator):
     """Turn one still image into a Muscle Surge video (5 or 8 s) and save it.
 
@@ -533,7 +554,7 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
                 "MuscleSurgeOperator takes typed parameters: use image_url=, duration=, quality=, motion_mode=, "
                 "seed=, style= (or SegmindSubmitOperator(model='muscle-surge', payload=...))",
             )
-        super().__init__(model=contract.MUSCLE_SURGE, **kwargs)
+        super().__init__(model=MUSCLE_SURGE, **kwargs)
         self.image_url = image_url
         self.duration = duration
         self.quality = quality
@@ -543,7 +564,7 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
         # Literal values are checked now, even when other fields are templated: templated ones are
         # stood in for by values every rule accepts, so only a literal value can fail here.
         params = self._params()
-        contract.validate_muscle_surge(
+        validate_muscle_surge(
             {
                 k: _PARSE_TIME_STAND_INS[k] if _is_template(v) else v
                 for k, v in params.items()
@@ -563,7 +584,7 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
         return {k: v for k, v in params.items() if v is not None and v != ""}
 
     def request_body(self) -> dict[str, Any]:
-        return contract.validate_muscle_surge(self._params())
+        return validate_muscle_surge(self._params())
 
 
 #: Stand-ins for templated parameters at parse time, each compatible with every other value.

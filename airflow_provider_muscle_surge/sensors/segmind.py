@@ -14,8 +14,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_provider_muscle_surge import contract
-from airflow_provider_muscle_surge.links import SegmindRequestLink, SegmindVideoLink
-from airflow_provider_muscle_surge.operators.segmind import check_flag, not_templated
+from airflow_provider_muscle_surge.links import SegmindOutputLink, SegmindRequestLink
+from airflow_provider_muscle_surge.operators.segmind import (
+    DEFAULT_TIMEOUT,
+    DEFER_GRACE,
+    check_flag,
+    completed_task_result,
+    not_templated,
+)
 from airflow_provider_muscle_surge.polling import PollSchedule, check_timeout, validate_overrides
 
 if TYPE_CHECKING:
@@ -24,6 +30,10 @@ if TYPE_CHECKING:
 
 class SegmindRequestSensor(BaseSensorOperator):
     """Wait until a Segmind v2 request is COMPLETED and return its result.
+
+    The result has the operator's shape (``model``, ``request_id``, ``status``, ``output``,
+    ``metrics``, ``status_url``, ``saved``), with ``model`` and ``saved`` None: the sensor knows
+    the request only by id and saves nothing.
 
     :param request_id: the request to watch. Templated, e.g.
         ``"{{ ti.xcom_pull(task_ids='submit', key='request_id') }}"``.
@@ -38,17 +48,17 @@ class SegmindRequestSensor(BaseSensorOperator):
     """
 
     template_fields: tuple[str, ...] = ("request_id",)
-    operator_extra_links = (SegmindVideoLink(), SegmindRequestLink())
+    operator_extra_links = (SegmindOutputLink(), SegmindRequestLink())
     ui_color = "#fda085"
 
     def __init__(
         self,
         *,
         request_id: str,
-        segmind_conn_id: str = "segmind_default",
+        segmind_conn_id: str = contract.DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_schedule: dict[str, Any] | None = None,
-        timeout: float | timedelta = 3600.0,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
         poke_interval: float = 5.0,
         **kwargs: Any,
     ) -> None:
@@ -77,7 +87,7 @@ class SegmindRequestSensor(BaseSensorOperator):
         self._check_settings()
         hook = self._hook()
         schedule = self._schedule(hook)
-        status_url = hook.settings.base_url + contract.status_path(self.request_id)
+        status_url = contract.status_url(hook.settings.base_url, self.request_id)
         context["ti"].xcom_push(key="request_id", value=self.request_id)
         context["ti"].xcom_push(key="status_url", value=status_url)
         if not self.deferrable:
@@ -94,7 +104,7 @@ class SegmindRequestSensor(BaseSensorOperator):
                 schedule=schedule.to_dict(),
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout)) + timedelta(minutes=5),
+            timeout=timedelta(seconds=float(self.timeout)) + DEFER_GRACE,
         )
 
     def _schedule(self, hook: Any) -> PollSchedule:
@@ -114,20 +124,17 @@ class SegmindRequestSensor(BaseSensorOperator):
         self.log.info("Segmind request %s is %s", self.request_id, status.value)
         if status is not contract.RequestStatus.COMPLETED:
             return False
-        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, hook.get_result(self.request_id)))
+        result = hook.get_result(self.request_id)
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, hook, result))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         from airflow_provider_muscle_surge.events import result_from_event
 
-        return self._finish(context, result_from_event(event))
+        result = result_from_event(event)
+        return self._finish(context, self._hook(), result)
 
-    def _finish(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
-        output = result.get("output")
-        context["ti"].xcom_push(key="output_url", value=output if isinstance(output, str) else None)
-        self.log.info("Segmind request %s COMPLETED: output %s", self.request_id, output)
-        return {
-            "request_id": self.request_id,
-            "status": "COMPLETED",
-            "output": output,
-            "metrics": result.get("metrics"),
-        }
+    def _finish(self, context: Context, hook: Any, result: dict[str, Any]) -> dict[str, Any]:
+        """The operator's result shape; the model is not known here, and nothing is saved."""
+        return completed_task_result(
+            context, self.log, model=None, request_id=self.request_id, result=result, base_url=hook.settings.base_url
+        )

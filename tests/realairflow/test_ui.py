@@ -219,17 +219,17 @@ def test_task_instance_page_shows_the_extra_links(policy: Policy, browser: Brows
     assert xcom["output_url"] == f"{policy.main.url}/_emulator/outputs/{request_id}.mp4"
     assert xcom["status_url"] == f"{policy.main.url}/v2/requests/{request_id}/status"
     links = client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links")
-    assert links["extra_links"] == {"Muscle Surge video": xcom["output_url"], "Segmind request": xcom["status_url"]}
+    assert links["extra_links"] == {"Segmind output": xcom["output_url"], "Segmind request": xcom["status_url"]}
 
     browser.viewport(1440, 1000)
     browser.goto(f"{policy.deployment.base_url}/dags/{dag_id}/runs/{quote(run_id)}/tasks/{task_id}/details")
-    browser.wait(f"!!{_anchor('Muscle Surge video')} && !!{_anchor('Segmind request')}")
-    hrefs = {name: browser.eval(f"{_anchor(name)}.href") for name in ("Muscle Surge video", "Segmind request")}
-    assert hrefs == {"Muscle Surge video": xcom["output_url"], "Segmind request": xcom["status_url"]}
+    browser.wait(f"!!{_anchor('Segmind output')} && !!{_anchor('Segmind request')}")
+    hrefs = {name: browser.eval(f"{_anchor(name)}.href") for name in ("Segmind output", "Segmind request")}
+    assert hrefs == {"Segmind output": xcom["output_url"], "Segmind request": xcom["status_url"]}
     page = browser.eval("document.body.innerText")
     assert "Extra Links" in page and "MuscleSurgeOperator" in page and "Success" in page
     # The video link really serves the MP4 (public output URL, no key needed).
-    video = requests.get(hrefs["Muscle Surge video"], timeout=10)
+    video = requests.get(hrefs["Segmind output"], timeout=10)
     assert video.status_code == 200 and video.content[4:8] == b"ftyp"
     png = browser.screenshot(SCREENSHOTS / "task-instance-extra-links.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
