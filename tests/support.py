@@ -87,9 +87,12 @@ class Client:
     def get_result(self, request_id: str) -> dict[str, Any]:
         return self.call("get_result", request_id)
 
-    def wait(self, request_id: str, timeout: float = 30.0, schedule: PollSchedule = FAST_SCHEDULE) -> dict[str, Any]:
-        """``wait_for_request`` with the deadline ``timeout`` seconds from now."""
+    def wait(
+        self, request_id: str, timeout: float = 30.0, schedule: PollSchedule = FAST_SCHEDULE, **kwargs: Any
+    ) -> dict[str, Any]:
+        """``wait_for_request`` with the deadline ``timeout`` seconds from now (``kwargs``: ``on_step``)."""
         if self.kind == "sync":
-            return self.call("wait_for_request", request_id, timeout=timeout, schedule=schedule)
+            return self.call("wait_for_request", request_id, timeout=timeout, schedule=schedule, **kwargs)
         now = time.time()
-        return self.call("wait_for_request", request_id, submitted_at=now, deadline=now + timeout, schedule=schedule)
+        times = {"submitted_at": now, "deadline": now + timeout}
+        return self.call("wait_for_request", request_id, **times, schedule=schedule, **kwargs)
