@@ -53,10 +53,6 @@ async def run_to_end(trigger: SegmindRequestTrigger) -> list[dict[str, Any]]:
     return [event.payload async for event in trigger.run()]
 
 
-def use_connection(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorProcess, **extra: Any) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps({**emulator.connection_dict(), "extra": extra}))
-
-
 # --- serialization --------------------------------------------------------------------------------
 def test_serialize_round_trips_into_the_same_trigger() -> None:
     trigger = SegmindRequestTrigger(
@@ -137,10 +133,10 @@ async def test_deadline_in_the_past_polls_exactly_once_more_then_times_out(segmi
 
 
 async def test_persistent_server_faults_yield_a_retryable_error_event(
-    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    segmind_conn: EmulatorProcess, segmind_connection: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broken = emulator_factory(fault_rate=1.0)
-    use_connection(monkeypatch, broken, max_retries=2, initial_backoff=0.01, max_backoff=0.05)
+    segmind_connection(segmind_conn, max_retries=2)
+    segmind_conn.set_fault_rules({"mode": "error"})  # every API call: 500, 502, 504 or a dropped connection
 
     (event,) = await run_to_end(trigger_for("3f1c0000-any-id"))
 
@@ -149,20 +145,30 @@ async def test_persistent_server_faults_yield_a_retryable_error_event(
     assert "re-attaches" in event["message"]
     retries = [r for r in caplog.records if r.getMessage().startswith("Segmind call failed")]
     assert len(retries) == 2, "the connection's max_retries bounds the wait on a dead API"
-    assert broken.stats()["faults_injected"] >= 3
+    assert segmind_conn.stats()["faults_injected"] >= 3
 
 
 # --- how it waits ---------------------------------------------------------------------------------
-async def test_trigger_keeps_polling_a_long_job(emulator_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def until_polled(emulator: EmulatorProcess, times: int) -> int:
+    """Until the emulator has answered ``times`` status calls (its admin counters are no API calls)."""
+    for _ in range(200):
+        polls = emulator.stats()["status_polls"]
+        if polls >= times:
+            return polls
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"only {emulator.stats()['status_polls']} status calls")
+
+
+async def test_trigger_keeps_polling_a_long_job(emulator_factory: Any, segmind_connection: Any) -> None:
     slow = emulator_factory(job_seconds=30)
-    use_connection(monkeypatch, slow)
+    segmind_connection(slow)
     trigger = trigger_for(submit(slow), deadline_in=60.0)
 
     waiting = asyncio.create_task(trigger.run().__anext__())
-    await asyncio.sleep(0.5)
     try:
+        await until_polled(slow, 3)  # it is polling, not stuck
         assert not waiting.done(), "no event while the job is still running"
-        assert slow.stats()["status_polls"] >= 1, "it is polling, not stuck"
+        assert slow.stats()["jobs"]["COMPLETED"] == 0
     finally:
         waiting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -198,11 +204,7 @@ async def test_cancelled_run_closes_its_http_session(
     segmind_conn: EmulatorProcess, sessions: list[aiohttp.ClientSession]
 ) -> None:
     waiting = asyncio.create_task(trigger_for(submit(segmind_conn)).run().__anext__())
-    for _ in range(100):  # until the run has opened its session and is waiting between polls
-        if sessions:
-            break
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.15)
+    await until_polled(segmind_conn, 1)  # the run has opened its session and waits between polls
 
     waiting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
