@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from segmind_emulator.testing import EmulatorProcess, running_together
+from support import FAST_RETRY
 
 from airflow_provider_muscle_surge.exceptions import (
     InferenceTimeout,
@@ -29,20 +30,26 @@ from airflow_provider_muscle_surge.exceptions import (
     UnreadableAnswer,
 )
 from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
-from airflow_provider_muscle_surge.hooks.segmind_async import LAST_LOOK_SECONDS, SegmindAsyncHook
+from airflow_provider_muscle_surge.hooks.segmind_async import LAST_LOOK_SECONDS
 from airflow_provider_muscle_surge.polling import PollSchedule
 from airflow_provider_muscle_surge.triggers.segmind import OUTER_GRACE_SECONDS, SegmindRequestTrigger
 
 KEY = "canary-key-5f0c2e9a"
-#: Small budgets, so a hostile answer is given up on in seconds: 2 s per call, 4 s per retried call.
-TIGHT = {"timeout": 2, "max_retries": 3, "max_retry_seconds": 4, "initial_backoff": 0.01, "max_backoff": 0.05}
+#: Small budgets on top of the fast retries, so a hostile answer is given up on in seconds: 2 s per
+#: attempt, 4 s per retried call.
+TIGHT = {"timeout": 2, "max_retry_seconds": 4}
 #: A bound no test here may reach with the promises kept; a broken one runs for minutes.
 WELL_WITHIN = 20.0
 
 
-def use_connection(monkeypatch: pytest.MonkeyPatch, host: str, **extra: Any) -> None:
-    conn = {"conn_type": "segmind", "host": host, "password": KEY, "extra": {**TIGHT, **extra}}
-    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
+@pytest.fixture
+def connect(segmind_connection: Callable[..., Any]) -> Callable[..., Any]:
+    """``connect(url, **extra)``: ``segmind_default`` at ``url`` with the canary key and the tight budgets."""
+
+    def use(url: str, **extra: Any) -> Any:
+        return segmind_connection(url, key=KEY, **{**TIGHT, **extra})
+
+    return use
 
 
 def requests_seen(emu: EmulatorProcess) -> int:
@@ -60,11 +67,11 @@ def pair() -> Iterator[tuple[EmulatorProcess, EmulatorProcess]]:
 
 
 @pytest.fixture
-def api(pair: tuple[EmulatorProcess, EmulatorProcess], monkeypatch: pytest.MonkeyPatch) -> EmulatorProcess:
+def api(pair: tuple[EmulatorProcess, EmulatorProcess], connect: Callable[..., Any]) -> EmulatorProcess:
     emu, other = pair
     emu.reset()
     other.reset()
-    use_connection(monkeypatch, emu.url)
+    connect(emu.url)
     return emu
 
 
@@ -115,23 +122,23 @@ async def test_the_triggers_polls_do_not_follow_a_redirect_either(api, other_ori
     assert requests_seen(other_origin) == 0
 
 
-def test_a_host_the_url_parsers_read_differently_is_refused_before_any_call(api, monkeypatch):
-    use_connection(monkeypatch, f"http://127.0.0.2:{api.port}\\@127.0.0.1:{api.port}")
+def test_a_host_the_url_parsers_read_differently_is_refused_before_any_call(api, connect):
+    connect(f"http://127.0.0.2:{api.port}\\@127.0.0.1:{api.port}")
     with pytest.raises(InsecureConnection):
         SegmindHook().get_status("r1")
     assert requests_seen(api) == 0
 
 
-def test_an_upload_url_over_plain_http_to_a_remote_host_is_refused(api, monkeypatch):
-    use_connection(monkeypatch, api.url, upload_url="http://10.11.12.13/upload-asset")
+def test_an_upload_url_over_plain_http_to_a_remote_host_is_refused(api, connect):
+    connect(api.url, upload_url="http://10.11.12.13/upload-asset")
     with pytest.raises(InsecureConnection, match="plain http"):
         SegmindHook().upload(b"\x89PNG\r\n\x1a\n")
 
 
-def test_status_urls_the_server_hands_back_on_another_origin_are_replaced(hostile_server, monkeypatch):
+def test_status_urls_the_server_hands_back_on_another_origin_are_replaced(hostile_server, connect):
     answer = {"request_id": "r1", "status_url": "https://evil.example/s", "response_url": "https://evil.example/r"}
     server = hostile_server(json.dumps(answer).encode())
-    use_connection(monkeypatch, server.url)
+    connect(server.url)
     submission = SegmindHook().submit("muscle-surge", {"image_url": "https://example.com/a.png"})
     assert submission.status_url == f"{server.url}/v2/requests/r1/status"
     assert submission.response_url == f"{server.url}/v2/requests/r1"
@@ -157,8 +164,8 @@ def test_a_gateway_error_on_a_submit_is_an_unknown_outcome_too(api):
     assert api.stats()["faults_by_mode"] == {"gateway": 1}  # one POST, no second
 
 
-def test_with_the_opt_in_a_lost_answer_is_resubmitted_and_paid_twice_on_purpose(api, monkeypatch):
-    use_connection(monkeypatch, api.url, resubmit_on_unknown_outcome=True)
+def test_with_the_opt_in_a_lost_answer_is_resubmitted_and_paid_twice_on_purpose(api, connect):
+    connect(api.url, resubmit_on_unknown_outcome=True)
     api.set_fault_rules({"mode": "accept_then_drop", "endpoints": ["submit"], "times": 1})
     submission = submit(SegmindHook(), api)
     assert SegmindHook().get_status(submission.request_id)["status"] in ("QUEUED", "PROCESSING", "COMPLETED")
@@ -186,23 +193,13 @@ def test_a_status_poll_whose_answer_is_lost_is_retried_as_before(api):
 
 
 # --- 3. every wait has a bound that holds during a call ----------------------------------------------------
-def test_a_dripping_status_answer_ends_within_the_call_budget(api):
+def test_a_dripping_status_answer_ends_within_the_call_budget(api, either_hook):
     request_id = submit(SegmindHook(), api).request_id
     api.set_fault_rules({"mode": "drip", "endpoints": ["status"], "interval": 1.0})
-    took, err = elapsed(lambda: SegmindHook().get_status(request_id))
+    took, err = elapsed(lambda: either_hook.get_status(request_id))
     assert isinstance(err, TransportError)
     assert "time limit" in str(err)
     assert took < WELL_WITHIN  # the budget is 4 s; the drip alone would take minutes
-
-
-async def test_a_dripping_status_answer_ends_within_the_budget_in_the_async_hook_too(api):
-    request_id = submit(SegmindHook(), api).request_id
-    api.set_fault_rules({"mode": "drip", "endpoints": ["status"], "interval": 1.0})
-    start = time.monotonic()
-    async with SegmindAsyncHook() as hook:
-        with pytest.raises(TransportError, match="time limit"):
-            await hook.get_status(request_id)
-    assert time.monotonic() - start < WELL_WITHIN
 
 
 def test_a_dripping_submit_answer_is_an_unknown_outcome_bounded_in_time(api):
@@ -213,8 +210,8 @@ def test_a_dripping_submit_answer_is_an_unknown_outcome_bounded_in_time(api):
     assert api.stats()["submissions_total"] == 1
 
 
-async def test_the_trigger_yields_its_event_within_the_deadline_while_the_server_drips(api, monkeypatch):
-    use_connection(monkeypatch, api.url, timeout=30, max_retry_seconds=120)  # generous per-call limits
+async def test_the_trigger_yields_its_event_within_the_deadline_while_the_server_drips(api, connect):
+    connect(api.url, timeout=30, max_retry_seconds=120)  # generous per-call limits
     request_id = submit(SegmindHook(), api).request_id
     api.set_fault_rules({"mode": "drip", "endpoints": ["status"], "interval": 1.0})
     deadline = time.time() + 3
@@ -227,8 +224,8 @@ async def test_the_trigger_yields_its_event_within_the_deadline_while_the_server
     assert time.time() <= deadline + LAST_LOOK_SECONDS + OUTER_GRACE_SECONDS + 2
 
 
-def test_the_blocking_wait_ends_at_its_deadline_while_the_server_drips(api, monkeypatch):
-    use_connection(monkeypatch, api.url, timeout=30, max_retry_seconds=120)
+def test_the_blocking_wait_ends_at_its_deadline_while_the_server_drips(api, connect):
+    connect(api.url, timeout=30, max_retry_seconds=120)
     hook = SegmindHook()
     request_id = submit(hook, api).request_id
     api.set_fault_rules({"mode": "drip", "endpoints": ["status"], "interval": 1.0})
@@ -291,17 +288,17 @@ async def test_an_echoed_key_never_reaches_a_trigger_event(api):
 
 
 # --- 5. no raw Python exception escapes ---------------------------------------------------------------------
-def test_deeply_nested_json_is_an_answer_not_a_recursion_error(hostile_server, monkeypatch):
+def test_deeply_nested_json_is_an_answer_not_a_recursion_error(hostile_server, connect):
     server = hostile_server(b"[" * 200_000, status="500 Internal Server Error")
-    use_connection(monkeypatch, server.url)
+    connect(server.url)
     with pytest.raises(ServerError):
         SegmindHook().get_status("r1")
 
 
-def test_an_absurd_rate_limit_reset_time_is_ignored_not_raised(hostile_server, monkeypatch):
+def test_an_absurd_rate_limit_reset_time_is_ignored_not_raised(hostile_server, connect):
     headers = {"x-rate-limit-reset-at-utc": "99999999999999"}
     server = hostile_server(b'{"error": "slow down"}', status="429 Too Many Requests", headers=headers)
-    use_connection(monkeypatch, server.url)
+    connect(server.url)
     with pytest.raises(RateLimited) as excinfo:
         SegmindHook().get_status("r1")
     assert excinfo.value.retry_after is None
@@ -309,11 +306,11 @@ def test_an_absurd_rate_limit_reset_time_is_ignored_not_raised(hostile_server, m
 
 @pytest.mark.parametrize(
     ("status", "expected", "attempts"),
-    [("408 Request Timeout", TransportError, TIGHT["max_retries"] + 1), ("501 Not Implemented", SegmindError, 1)],
+    [("408 Request Timeout", TransportError, FAST_RETRY["max_retries"] + 1), ("501 Not Implemented", SegmindError, 1)],
 )
-def test_408_is_retried_and_501_is_not(hostile_server, monkeypatch, status, expected, attempts):
+def test_408_is_retried_and_501_is_not(hostile_server, connect, status, expected, attempts):
     server = hostile_server(b'{"error": "x"}', status=status)
-    use_connection(monkeypatch, server.url)
+    connect(server.url)
     with pytest.raises(expected) as excinfo:
         SegmindHook().get_status("r1")
     assert excinfo.value.retryable == (attempts > 1)
@@ -336,7 +333,7 @@ def test_the_blocking_wait_gives_up_with_the_same_class_as_the_trigger(api):
         hook.wait_for_request(request_id, timeout=60, schedule=PollSchedule.fixed(0.5))
 
 
-def test_a_tls_certificate_error_is_permanent_with_a_clear_message(monkeypatch):
+def test_a_tls_certificate_error_is_permanent_with_a_clear_message(connect):
     import ssl
     import tempfile
     import threading
@@ -351,7 +348,7 @@ def test_a_tls_certificate_error_is_permanent_with_a_clear_message(monkeypatch):
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        use_connection(monkeypatch, f"https://127.0.0.1:{server.server_port}")
+        connect(f"https://127.0.0.1:{server.server_port}")
         with pytest.raises(SegmindError) as excinfo:
             SegmindHook().get_status("r1")
     finally:
