@@ -1,11 +1,12 @@
 """URIs the provider builds or reads: a local path as a ``file://`` URL, an API URL from a base and
 a path, and the bytes inside a ``data:image/...;base64,`` URI.
 
-Each was written out by hand in two or three places, and each has a trap that one of the copies
-fell into: ``Path.as_uri()`` percent-encodes, but ``ObjectStoragePath`` takes a URL's path
-literally, so ``a b/`` became a folder named ``a%20b``; a base URL with a trailing "/" doubles
-the slash of the path after it; ``b64decode`` without ``validate=True`` quietly skips characters
-that are not base64. One helper each, here.
+The first two were written out by hand two or three times each, and the third is what any
+model's image check needs, not only muscle-surge's. Each has a trap: ``Path.as_uri()``
+percent-encodes, but ``ObjectStoragePath`` takes a URL's path literally, so the hook saved into
+``a b/`` as a folder named ``a%20b``; a base URL with a trailing "/" doubles the slash of the path
+after it; ``b64decode`` without ``validate=True`` quietly skips characters that are not base64.
+One helper each, here, so the trap is avoided once.
 
 Not to be confused with :mod:`airflow_provider_muscle_surge.urls`, which decides which URLs may
 receive the API key. This module imports only the standard library (``ObjectStoragePath`` inside

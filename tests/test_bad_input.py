@@ -7,7 +7,7 @@ Three parts:
   ``SegmindHook.submit`` and ``SegmindAsyncHook.submit`` with ``InvalidParameter`` (a permanent
   ``AirflowFailException``) before anything is sent: the real emulator's stats show zero requests
   of any kind. A reference model of the documented rules, written here independently of
-  ``contract.py``, decides what is invalid, and the contract must agree with it both ways.
+  ``models/muscle_surge.py``, decides what is invalid, and the provider must agree with it both ways.
 * **Settings.** Every other argument that could waste money is refused with ``InvalidParameter``
   before the submit: ``timeout``, ``poll_interval`` and ``poll_schedule`` (and the connection's
   ``extra.poll``), the flags, a ``payload`` that cannot be JSON or that ``MuscleSurgeOperator``

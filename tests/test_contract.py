@@ -247,7 +247,7 @@ _INVALID_URLS = ["ftp://x/a.png", "not a url", "", "data:image/png;base64,%%%", 
 
 
 def documented_oracle(raw: dict[str, Any]) -> dict[str, Any] | None:
-    """Written from the table in segmind-api.md, not from contract.py: the body, or None if refused.
+    """Written from the table in segmind-api.md, not from models/muscle_surge.py: the body, or None if refused.
 
     Integers may arrive as digit strings (templated fields); booleans and floats are not integers.
     """

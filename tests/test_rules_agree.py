@@ -1,7 +1,7 @@
 """The provider's parameter rules and the emulator's, run against each other.
 
 Both were written from the same page (``/work/shared/segmind-api.md``) and share no code: the
-provider's in :mod:`airflow_provider_muscle_surge.contract`, the emulator's in
+provider's in :mod:`airflow_provider_muscle_surge.models.muscle_surge`, the emulator's in
 :mod:`segmind_emulator.api_facts`. If they disagree about an input, one of them misread the page --
 and tests against the emulator would no longer say anything about the real API.
 

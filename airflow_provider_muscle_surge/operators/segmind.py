@@ -1,9 +1,9 @@
 """Operators: submit a Segmind request, wait for it (blocking or deferred), save the output.
 
 They stay thin: render and validate, call the hook, defer or wait, return a small JSON
-result. Everything about the API is in the hook and the contract module. Heavy imports
-(requests, aiohttp, the hooks) happen inside ``execute``: DAG files import this module at
-parse time.
+result. Everything about the API is in the hook, the contract module and the model's module
+under ``models/``. Heavy imports (requests, aiohttp, the hooks) happen inside ``execute``:
+DAG files import this module at parse time.
 """
 
 from __future__ import annotations
