@@ -210,10 +210,10 @@ def test_wait_for_completion_false_returns_right_after_the_submit(new_dag: Any, 
 
 
 def test_timeout_fails_with_inference_timeout_naming_the_request(
-    new_dag: Any, emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+    new_dag: Any, emulator_factory: Any, segmind_connection: Any
 ) -> None:
     slow = emulator_factory(job_seconds=30)
-    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", slow.connection_json())
+    segmind_connection(slow)
     failures = FailureRecorder()
     with new_dag() as dag:
         MuscleSurgeOperator(
@@ -375,14 +375,13 @@ def test_an_existing_folder_with_a_dot_in_its_name_gets_the_video_inside(
 def test_resubmit_on_unknown_outcome_decides_whether_a_lost_submit_is_sent_again(
     new_dag: Any,
     segmind_conn: EmulatorProcess,
-    monkeypatch: pytest.MonkeyPatch,
+    segmind_connection: Any,
     operator_says: bool | None,
     connection_says: bool | None,
     submissions: int,
 ) -> None:
     if connection_says is not None:
-        conn = {**segmind_conn.connection_dict(), "extra": {"resubmit_on_unknown_outcome": connection_says}}
-        monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
+        segmind_connection(segmind_conn, resubmit_on_unknown_outcome=connection_says)
     # Segmind accepts (and bills) the first submit, but its answer never arrives.
     segmind_conn.set_fault_rules({"mode": "accept_then_drop", "endpoints": ["submit"], "times": 1})
     failures = FailureRecorder()
@@ -433,11 +432,11 @@ def test_submit_operator_runs_another_model_and_saves_its_png(
 
 # --- logs -------------------------------------------------------------------------------------------------
 def test_task_log_tells_the_story_and_never_shows_the_key(
-    new_dag: Any, emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    new_dag: Any, emulator_factory: Any, segmind_connection: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
     secret = "SG_d1st1nct1ve-k3y-0f-th1s-test"
     emulator = emulator_factory(api_keys=[secret])
-    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", emulator.connection_json())
+    segmind_connection(emulator)
     with new_dag() as dag:
         MuscleSurgeOperator(task_id="surge", image_url=emulator.sample_url(), **FAST)
 

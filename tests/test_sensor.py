@@ -8,7 +8,6 @@ deferrable mode. COMPLETED returns the result; FAILED and expired fail the task 
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -168,10 +167,9 @@ def test_poke_says_not_yet_while_the_job_runs(segmind_conn: EmulatorProcess) -> 
 # --- bad settings: refused before the first status call ---------------------------------------------------
 @pytest.mark.parametrize("mode", MODES)
 def test_a_bad_poll_setting_in_the_connection_fails_the_sensor_before_any_status_call(
-    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch, mode: str
+    new_dag: Any, segmind_conn: EmulatorProcess, segmind_connection: Any, mode: str
 ) -> None:
-    conn = {**segmind_conn.connection_dict(), "extra": {"poll": {"max_interval": 0.1}}}
-    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
+    segmind_connection(segmind_conn, poll={"max_interval": 0.1})
     failures = FailureRecorder()
     with new_dag() as dag:
         SegmindRequestSensor(
