@@ -30,10 +30,10 @@ import pytest
 import requests
 from PIL import Image
 from segmind_emulator.testing import EmulatorProcess
+from support import TEST_KEY as KEY
 
 from airflow_provider_muscle_surge import contract
 
-KEY = "test-key"
 TERMINAL = {"COMPLETED", "FAILED"}
 
 
@@ -331,9 +331,11 @@ def test_blocked_or_unreadable_input_fails_with_422_on_status_and_result(fresh_e
 def test_failures_become_visible_early(fresh_emulator: EmulatorProcess) -> None:
     emu = fresh_emulator
     request_id = submit(emu, {"image_url": "https://example.com/rai-block.png"})
-    started = time.monotonic()
-    wait_states(emu, request_id, interval=0.02)
-    assert time.monotonic() - started < 0.75  # 10-20 % of a ~1 s render, not the full render
+    running = submit(emu, {"image_url": emu.sample_url(), "quality": "360p"})  # submitted after it
+    assert wait_states(emu, request_id, interval=0.02)[-1] == "FAILED"
+    # 10-20 % of a ~1 s render, not the full render: a job submitted after it is still running.
+    assert call(emu, "GET", contract.status_path(running)).json()["status"] in ("QUEUED", "PROCESSING")
+    assert emu.stats()["jobs"]["COMPLETED"] == 0
 
 
 def test_v1_failure_is_422_and_not_billed(fresh_emulator: EmulatorProcess) -> None:

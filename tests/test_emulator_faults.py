@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import requests
 from segmind_emulator.testing import EmulatorProcess
+from support import TEST_KEY as KEY
 
 from airflow_provider_muscle_surge import contract
 
-KEY = "test-key"
 CREDITS = 50
 HEADERS = {contract.API_KEY_HEADER: KEY}
 
