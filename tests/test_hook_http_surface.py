@@ -7,7 +7,8 @@ every other call (against a real emulator process).
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import requests
@@ -19,9 +20,8 @@ from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
 
 
 @pytest.fixture
-def emu(fresh_emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> EmulatorProcess:
-    conn = {**fresh_emulator.connection_dict(), "extra": {"max_retries": 2, "initial_backoff": 0.01}}
-    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
+def emu(fresh_emulator: EmulatorProcess, segmind_connection: Callable[..., Any]) -> EmulatorProcess:
+    segmind_connection(fresh_emulator, max_retries=2)
     return fresh_emulator
 
 
