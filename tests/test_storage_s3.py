@@ -277,11 +277,6 @@ def test_chain_then_publish_with_storage_on_s3(
 
 
 # --- a path the worker cannot write to is refused before anything is paid ------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="operators/segmind.py _check_output_path only checks that an s3:// filesystem is installed; "
-    "a bucket the worker has no credentials for is found out by the download, after the paid submit",
-)
 def test_s3_path_without_a_connection_or_credentials_is_refused_before_the_submit(
     new_dag: Any, segmind_conn: EmulatorProcess, moto_server: MotoServer, bucket: str
 ) -> None:

@@ -456,9 +456,10 @@ def _check_output_path(location: str | os.PathLike[str] | ObjectStoragePath) -> 
 
     A job's result is kept for one hour and is billed either way, so learning after the job
     that the folder is read-only or that ``s3://`` has no filesystem installed wastes the
-    money. Local paths are probed for real (the folder is created, a small file written and
-    removed); for remote schemes only the filesystem package is checked, since listing or
-    writing a bucket would need its credentials and a network call.
+    money. Every path is probed for real: the folder is created where that applies, a small
+    file written and removed. For remote schemes that costs one write and one delete, and it is
+    what catches a bucket the worker has no credentials for (``s3://bucket/`` without the
+    connection id) before the job is paid for, not after.
     """
     _check_output_path_type(location)
     text = _text_of(location)
@@ -475,8 +476,29 @@ def _check_output_path(location: str | os.PathLike[str] | ObjectStoragePath) -> 
             raise InvalidParameter(
                 "output_path", text, f"no filesystem for {scheme}:// is installed ({problem}): {hint}"
             )
+        _probe_remote_folder(text, scheme)
         return
     _probe_local_folder(text, local.absolute())
+
+
+def _probe_remote_folder(text: str, scheme: str) -> None:
+    """Write and delete an empty object where the output will go: credentials, bucket and permission at once."""
+    import uuid
+    from pathlib import PurePosixPath
+
+    from airflow.sdk import ObjectStoragePath
+
+    target = ObjectStoragePath(text)
+    folder = target if text.endswith("/") or not PurePosixPath(target.path).suffix else target.parent
+    probe = folder / f".muscle-surge-probe-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except Exception as err:  # any storage error (credentials, missing bucket, denied) means "cannot save here"
+        hint = _FILESYSTEM_HINTS.get(scheme, "check the storage's connection and permissions")
+        raise InvalidParameter(
+            "output_path", text, f"cannot write there ({type(err).__name__}: {str(err)[:200]}); {hint}"
+        ) from None
 
 
 def _missing_filesystem(scheme: str) -> str | None:
