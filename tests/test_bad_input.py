@@ -16,7 +16,7 @@ Three parts:
   zero submissions.
 * **Answers.** What the emulator never does on purpose -- a non-JSON 200 on submit, a submit
   answer without ``request_id``, a status with an unknown state, a status that is not a JSON
-  object, an HTML 502 page from a proxy -- is served by a tiny local HTTP server. The blocking
+  object, an HTML 502 page from a proxy -- is served by ``hostile.HostileServer``. The blocking
   wait and the trigger each end with a clear error (the same exception class), within a test
   timeout and after a bounded number of calls.
 """
@@ -24,15 +24,10 @@ Three parts:
 from __future__ import annotations
 
 import base64
-import json
 import math
 import re
-import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,10 +35,12 @@ from urllib.parse import urlsplit
 import pytest
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
-from dags_for_tests.dagtest_support import FailureRecorder, run_dag, task_states, try_numbers
+from dags_for_tests.dagtest_support import FailureRecorder, fake_context, run_dag, task_states, try_numbers
+from hostile import RESULT, STATUS, SUBMIT, Answer, HostileServer, html
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from segmind_emulator.testing import EmulatorProcess
+from support import FAST_RETRY
 
 from airflow_provider_muscle_surge import events
 from airflow_provider_muscle_surge.exceptions import (
@@ -250,25 +247,6 @@ def test_the_contract_refuses_exactly_what_the_documented_rules_refuse(params: d
 
 
 # --- refused before any HTTP call: operator, sync hook, async hook, against the real emulator -------------
-class _TI:
-    try_number = 1
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-class _Store(dict):  # type: ignore[type-arg]
-    def set(self, key: str, value: Any, **_: Any) -> None:
-        self[key] = value
-
-
-def _context() -> dict[str, Any]:
-    return {"ti": _TI(), "task_state_store": _Store()}
-
-
 def _rendered_operator(params: dict[str, Any]) -> MuscleSurgeOperator:
     """An operator as it is after template rendering: built from valid values, then given ``params``."""
     op = MuscleSurgeOperator(task_id="surge", image_url=VALID_IMAGE, retries=3)
@@ -290,11 +268,11 @@ def _refused_everywhere(params: dict[str, Any], emulator: EmulatorProcess) -> li
     errors: list[InvalidParameter] = []
     operator_params = as_operator_sees_them(params)
     if not reference_valid(operator_params) and set(operator_params) <= set(PARAMS):
-        context = _context()
+        context = fake_context()
         with pytest.raises(InvalidParameter) as info:
             _rendered_operator(operator_params).execute(context)
         errors.append(info.value)
-        assert context["task_state_store"] == {} and context["ti"].xcom == {}, "nothing recorded, nothing pushed"
+        assert context["task_state_store"].data == {} and context["ti"].xcom == {}, "nothing recorded, nothing pushed"
         if not _looks_templated(operator_params) and "image_url" in params:
             # A literal bad value fails when the DAG file is parsed (given as written, "" and None included).
             with pytest.raises(InvalidParameter):
@@ -648,15 +626,14 @@ def test_the_output_folder_is_created_and_left_clean_by_the_check(
 ) -> None:
     """The probe's test file is removed: the folder holds only the video afterwards."""
     op = _surge(image_url=segmind_conn.sample_url(), output_path=f"{tmp_path}/new/videos/", poll_interval=0.2)
-    result = op.execute(_context())
+    result = op.execute(fake_context())
     assert [p.name for p in (tmp_path / "new" / "videos").iterdir()] == [f"{result['request_id']}.mp4"]
 
 
 def test_a_bad_poll_setting_in_the_connection_is_refused_before_the_submit(
-    new_dag: Any, segmind_conn: EmulatorProcess, monkeypatch: pytest.MonkeyPatch
+    new_dag: Any, segmind_conn: EmulatorProcess, segmind_connection: Callable[..., Any]
 ) -> None:
-    conn = {**segmind_conn.connection_dict(), "extra": {"poll": {"dense_interval": 0}}}
-    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
+    segmind_connection(segmind_conn, poll={"dense_interval": 0})
     failures = FailureRecorder()
     with new_dag() as dag:
         _surge(image_url=segmind_conn.sample_url(), retries=2, on_failure_callback=failures)
@@ -687,80 +664,22 @@ def test_a_setting_changed_after_definition_is_checked_again_before_the_submit(
     """execute() re-checks everything (a mapped task gets its values only at run time)."""
     op = SegmindSubmitOperator(task_id="image", model="flux-schnell", payload={"prompt": "a sprinter"})
     setattr(op, attribute, value)
-    context = _context()
+    context = fake_context()
     with pytest.raises(InvalidParameter) as info:
         op.execute(context)
     assert info.value.field.split(".")[0] == attribute
-    assert context["task_state_store"] == {} and context["ti"].xcom == {}, "nothing recorded, nothing pushed"
+    assert context["task_state_store"].data == {} and context["ti"].xcom == {}, "nothing recorded, nothing pushed"
     _assert_no_request(segmind_conn)
 
 
-# --- malformed answers: a tiny local server for what the emulator never does -----------------------------
-@dataclass
-class Answer:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-
-
-@dataclass
-class FakeSegmind:
-    """A local HTTP server answering the three v2 endpoints with canned answers, counting calls."""
-
-    submit: Answer = field(default_factory=lambda: Answer(200, b"{}"))
-    status: Answer = field(default_factory=lambda: Answer(200, b'{"status": "QUEUED"}'))
-    result: Answer = field(default_factory=lambda: Answer(200, b"{}"))
-    calls: Counter[str] = field(default_factory=Counter)
-    url: str = ""
-
-    def answer(self, method: str, path: str) -> Answer:
-        if method == "POST" and path == "/v2/muscle-surge":
-            kind, answer = "submit", self.submit
-        elif method == "GET" and re.fullmatch(r"/v2/requests/[\w-]+/status", path):
-            kind, answer = "status", self.status
-        elif method == "GET" and re.fullmatch(r"/v2/requests/[\w-]+", path):
-            kind, answer = "result", self.result
-        else:
-            kind, answer = "other", Answer(404, b'{"error": "no such endpoint"}')
-        self.calls[kind] += 1
-        return answer
-
-
+# --- malformed answers: the hostile server plays Segmind for what the emulator never does ------------------
 @pytest.fixture
-def fake_segmind(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSegmind]:
-    """The fake on a free loopback port, as ``segmind_default`` (two quick hook retries for 5xx)."""
-    fake = FakeSegmind()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            answer = fake.answer(self.command, self.path)
-            self.send_response(answer.status)
-            self.send_header("Content-Type", answer.content_type)
-            self.send_header("Content-Length", str(len(answer.body)))
-            self.end_headers()
-            self.wfile.write(answer.body)
-
-        do_GET = do_POST = _serve  # noqa: N815
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    extra = {"max_retries": 2, "initial_backoff": 0.05, "max_backoff": 0.1, "max_retry_seconds": 5, "poll": FAST_POLL}
-    conn = {"conn_type": "segmind", "host": fake.url, "password": "test-key", "extra": extra}
-    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def fake_segmind(hostile_server: Callable[..., HostileServer], segmind_connection: Callable[..., Any]) -> HostileServer:
+    """A server that knows no endpoint until a test routes one (``.route("status", STATUS, answer)``),
+    as ``segmind_default`` with the fast retries; its ``calls`` count the requests per endpoint."""
+    fake = hostile_server(b'{"error": "no such endpoint"}', status=404)
+    segmind_connection(fake.url, poll=FAST_POLL)
+    return fake
 
 
 HTML_502 = (
@@ -775,19 +694,19 @@ GOOD_BODY = {"image_url": VALID_IMAGE}
     ("answer", "error", "message"),
     [
         # A 2xx that is not JSON, or a gateway's 502: the job may exist, so it is not posted again.
-        (Answer(200, b"<html>OK</html>", "text/html"), SubmitOutcomeUnknown, "may have accepted and billed"),
-        (Answer(200, b'{"status_url": "x", "response_url": "y"}'), MalformedResponse, "may have been billed"),
-        (Answer(200, b"[]"), MalformedResponse, "lacks request_id"),
-        (Answer(502, HTML_502, "text/html"), SubmitOutcomeUnknown, "HTTP 502"),
+        (html(200, b"<html>OK</html>"), SubmitOutcomeUnknown, "may have accepted and billed"),
+        (Answer(b'{"status_url": "x", "response_url": "y"}'), MalformedResponse, "may have been billed"),
+        (Answer(b"[]"), MalformedResponse, "lacks request_id"),
+        (html(502, HTML_502), SubmitOutcomeUnknown, "HTTP 502"),
     ],
     ids=["non-json-200", "no-request-id", "json-array", "html-502"],
 )
 def test_a_malformed_submit_answer_is_a_clear_error(
-    fake_segmind: FakeSegmind, answer: Answer, error: type[SegmindError], message: str
+    fake_segmind: HostileServer, answer: Answer, error: type[SegmindError], message: str
 ) -> None:
     import asyncio
 
-    fake_segmind.submit = answer
+    fake_segmind.route("submit", SUBMIT, answer)
     with pytest.raises(error, match=message):
         SegmindHook().submit("muscle-surge", GOOD_BODY)
 
@@ -800,25 +719,28 @@ def test_a_malformed_submit_answer_is_a_clear_error(
     assert fake_segmind.calls == {"submit": 2}  # one POST per hook: nothing is ever posted twice
 
 
+ATTEMPTS = FAST_RETRY["max_retries"] + 1
 STATUS_CASES = [
-    (Answer(200, b'{"status": "RUNNING"}'), MalformedResponse, "unknown request state 'RUNNING'", 1),
-    (Answer(200, b'{"state": "COMPLETED"}'), MalformedResponse, "unknown request state None", 1),
-    (Answer(200, b'["COMPLETED"]'), MalformedResponse, "not a JSON object", 1),
-    (Answer(200, b'"COMPLETED"'), MalformedResponse, "not a JSON object", 1),
-    (Answer(200, b"null"), MalformedResponse, "not a JSON object", 1),
-    # A proxy's page or a gateway error is a transient glitch: retried (max_retries=2), then PollingGaveUp.
-    (Answer(200, b"<html><body>Please log in</body></html>", "text/html"), PollingGaveUp, "not JSON", 3),
-    (Answer(502, HTML_502, "text/html"), PollingGaveUp, "HTTP 502", 3),
+    (Answer(b'{"status": "RUNNING"}'), MalformedResponse, "unknown request state 'RUNNING'", 1),
+    (Answer(b'{"state": "COMPLETED"}'), MalformedResponse, "unknown request state None", 1),
+    (Answer(b'["COMPLETED"]'), MalformedResponse, "not a JSON object", 1),
+    (Answer(b'"COMPLETED"'), MalformedResponse, "not a JSON object", 1),
+    (Answer(b"null"), MalformedResponse, "not a JSON object", 1),
+    # A proxy's page or a gateway error is a transient glitch: retried (fast retries), then PollingGaveUp.
+    (html(200, b"<html><body>Please log in</body></html>"), PollingGaveUp, "not JSON", ATTEMPTS),
+    (html(502, HTML_502), PollingGaveUp, "HTTP 502", ATTEMPTS),
 ]
+#: The kind of the trigger's event for each error above (see test_events.py for all of them).
+KIND = {MalformedResponse: "malformed", PollingGaveUp: "gave_up"}
 STATUS_IDS = ["unknown-state", "no-status-key", "json-array", "json-string", "json-null", "html-200", "html-502"]
 
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize(("answer", "error", "message", "calls"), STATUS_CASES, ids=STATUS_IDS)
 def test_a_malformed_status_ends_the_blocking_wait_with_a_clear_error(
-    fake_segmind: FakeSegmind, answer: Answer, error: type[SegmindError], message: str, calls: int
+    fake_segmind: HostileServer, answer: Answer, error: type[SegmindError], message: str, calls: int
 ) -> None:
-    fake_segmind.status = answer
+    fake_segmind.route("status", STATUS, answer)
     with pytest.raises(error, match=re.escape(message)):
         SegmindHook().wait_for_request("req-1", timeout=60, schedule=PollSchedule(**FAST_POLL))
     assert fake_segmind.calls == {"status": calls}, "stopped at the first bad answer (a 502 after bounded retries)"
@@ -827,16 +749,16 @@ def test_a_malformed_status_ends_the_blocking_wait_with_a_clear_error(
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize(("answer", "error", "message", "calls"), STATUS_CASES, ids=STATUS_IDS)
 async def test_a_malformed_status_ends_the_trigger_with_one_error_event(
-    fake_segmind: FakeSegmind, answer: Answer, error: type[SegmindError], message: str, calls: int
+    fake_segmind: HostileServer, answer: Answer, error: type[SegmindError], message: str, calls: int
 ) -> None:
     import time
 
-    fake_segmind.status = answer
+    fake_segmind.route("status", STATUS, answer)
     now = time.time()
     trigger = SegmindRequestTrigger("req-1", deadline=now + 60, submitted_at=now, schedule=FAST_POLL)
     fired = [event.payload async for event in trigger.run()]
 
-    assert len(fired) == 1 and fired[0]["status"] == events.kind_of(error.__new__(error)), fired
+    assert len(fired) == 1 and fired[0]["status"] == KIND[error], fired
     assert message in fired[0]["message"]
     assert fake_segmind.calls == {"status": calls}
     # Back in the worker, execute_complete raises what the blocking wait raised (a glitch that outlived
@@ -846,9 +768,9 @@ async def test_a_malformed_status_ends_the_trigger_with_one_error_event(
 
 
 @pytest.mark.timeout(20)
-def test_a_malformed_result_after_completed_is_a_clear_error(fake_segmind: FakeSegmind) -> None:
-    fake_segmind.status = Answer(200, b'{"status": "COMPLETED"}')
-    fake_segmind.result = Answer(200, b'"COMPLETED"')
+def test_a_malformed_result_after_completed_is_a_clear_error(fake_segmind: HostileServer) -> None:
+    fake_segmind.route("status", STATUS, Answer(b'{"status": "COMPLETED"}'))
+    fake_segmind.route("result", RESULT, Answer(b'"COMPLETED"'))
     with pytest.raises(MalformedResponse, match="not a JSON object"):
         SegmindHook().wait_for_request("req-1", timeout=60, schedule=PollSchedule(**FAST_POLL))
     assert fake_segmind.calls == {"status": 1, "result": 1}
