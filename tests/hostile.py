@@ -31,6 +31,7 @@ class Answer:
     :param length: the Content-Length to announce (default: the real length); more than ``body``
         is a body cut short.
     :param drip: seconds between single bytes of the body (``None``: send at once).
+    :param until_close: no Content-Length: the body ends when the connection closes.
     """
 
     body: bytes = b""
@@ -39,11 +40,13 @@ class Answer:
     length: int | None = None
     drip: float | None = None
     content_type: str = "application/json"
+    until_close: bool = False
 
     def head(self) -> bytes:
         status = self.status if isinstance(self.status, str) else f"{self.status} {HTTPStatus(self.status).phrase}"
         fields = {"Content-Type": self.content_type, "Connection": "close", **self.headers}
-        fields["Content-Length"] = str(len(self.body) if self.length is None else self.length)
+        if not self.until_close:
+            fields["Content-Length"] = str(len(self.body) if self.length is None else self.length)
         lines = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
         return f"HTTP/1.1 {status}\r\n{lines}\r\n".encode()
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.server
 import io
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -28,6 +26,7 @@ import av
 import numpy as np
 import pytest
 import requests
+from hostile import Answer, HostileServer
 from PIL import Image
 from segmind_emulator.testing import EmulatorProcess
 from support import TEST_KEY as KEY
@@ -462,27 +461,10 @@ def noise_png_server() -> Iterator[tuple[str, bytes]]:
     png = out.getvalue()
     assert len(png) > 1_600_000
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            if self.path == "/sized.png":
-                self.send_header("Content-Length", str(len(png)))
-            else:
-                self.close_connection = True
-            self.end_headers()
-            for start in range(0, len(png), 32 * 1024):  # in pieces, as a real server sends it
-                self.wfile.write(png[start : start + 32 * 1024])
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", png
-    server.shutdown()
-    server.server_close()
+    server = HostileServer().route("sized", r"GET /sized\.png", Answer(png, content_type="image/png"))
+    server.route("streamed", r"GET /streamed\.png", Answer(png, content_type="image/png", until_close=True))
+    yield server.url, png
+    server.close()
 
 
 def test_a_large_image_is_read_whole(fresh_emulator: EmulatorProcess, noise_png_server: tuple[str, bytes]) -> None:
