@@ -29,22 +29,7 @@ from hostile import STATUS, SUBMIT, Answer, body_of, header_fields, html
 from segmind_emulator.testing import EmulatorProcess, running_together
 from support import FAST_RETRY, FAST_SCHEDULE, TEST_KEY, Client
 
-from airflow_provider_muscle_surge.exceptions import (
-    AuthenticationError,
-    BadRequest,
-    InferenceFailed,
-    InsecureConnection,
-    InsufficientCredits,
-    InvalidParameter,
-    MalformedResponse,
-    ModelNotFound,
-    RateLimited,
-    RequestExpired,
-    SegmindError,
-    ServerError,
-    TransportError,
-    UnreadableAnswer,
-)
+from airflow_provider_muscle_surge import exceptions as errors
 from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
 
 #: The muscle-surge schedule on the emulator's clock, as the connection's ``poll`` extra.
@@ -171,7 +156,7 @@ def test_status_of_a_failed_request_is_returned_as_an_answer_not_raised(either_h
 
 def test_waiting_on_a_failed_request_raises_inference_failed_with_the_detail(either_hook, emu):
     request_id = blocked_submission(either_hook, emu)
-    with pytest.raises(InferenceFailed) as excinfo:
+    with pytest.raises(errors.InferenceFailed) as excinfo:
         either_hook.wait(request_id)
     assert isinstance(excinfo.value, AirflowFailException)
     assert excinfo.value.request_id == request_id
@@ -182,7 +167,7 @@ def test_waiting_on_a_failed_request_raises_inference_failed_with_the_detail(eit
 def test_result_of_a_failed_request_raises_inference_failed(either_hook, emu):
     request_id = blocked_submission(either_hook, emu)
     until_failed(emu)
-    with pytest.raises(InferenceFailed, match="responsible-AI"):
+    with pytest.raises(errors.InferenceFailed, match="responsible-AI"):
         either_hook.get_result(request_id)
 
 
@@ -191,7 +176,7 @@ def test_a_wrong_key_raises_authentication_error_after_exactly_one_call(
     either_hook, fresh_emulator, segmind_connection
 ):
     segmind_connection(fresh_emulator, key="not-the-right-key")
-    with pytest.raises(AuthenticationError) as excinfo:
+    with pytest.raises(errors.AuthenticationError) as excinfo:
         either_hook.submit({"image_url": fresh_emulator.sample_url()})
     assert excinfo.value.status_code == 401
     assert isinstance(excinfo.value, AirflowFailException)
@@ -200,7 +185,7 @@ def test_a_wrong_key_raises_authentication_error_after_exactly_one_call(
 
 @pytest.mark.parametrize("endpoint", ["get_status", "get_result"])
 def test_an_unknown_request_id_raises_request_expired_mentioning_the_1_hour_retention(either_hook, emu, endpoint):
-    with pytest.raises(RequestExpired) as excinfo:
+    with pytest.raises(errors.RequestExpired) as excinfo:
         either_hook.call(endpoint, "no-such-request")
     assert "no-such-request" in str(excinfo.value)
     assert "1 hour" in str(excinfo.value)
@@ -210,7 +195,7 @@ def test_an_unknown_request_id_raises_request_expired_mentioning_the_1_hour_rete
 def test_out_of_credits_raises_insufficient_credits_after_the_first_job(either_hook, special):
     emu = special("one_credit")
     either_hook.submit({"image_url": emu.sample_url()})
-    with pytest.raises(InsufficientCredits) as excinfo:
+    with pytest.raises(errors.InsufficientCredits) as excinfo:
         either_hook.submit({"image_url": emu.sample_url()})
     assert "Insufficient credits" in str(excinfo.value)  # the server's own words are shown
     assert "top up" in str(excinfo.value)
@@ -220,7 +205,7 @@ def test_out_of_credits_raises_insufficient_credits_after_the_first_job(either_h
 def test_a_connection_without_a_key_is_refused_before_any_call(either_hook, hostile_server, segmind_connection):
     server = hostile_server(b'{"status": "QUEUED"}')
     segmind_connection(server.url, key=None)
-    with pytest.raises(AuthenticationError, match="no API key"):
+    with pytest.raises(errors.AuthenticationError, match="no API key"):
         either_hook.get_status("abc")
     assert server.connections == 0
 
@@ -231,7 +216,7 @@ def test_a_connection_without_a_key_is_refused_before_any_call(either_hook, host
     ids=["8s-at-1080p", "fast-with-8s"],
 )
 def test_a_bad_parameter_raises_invalid_parameter_without_any_http_call(either_hook, emu, params, named):
-    with pytest.raises(InvalidParameter, match=named):
+    with pytest.raises(errors.InvalidParameter, match=named):
         either_hook.submit({"image_url": emu.sample_url(), **params})
     stats = emu.stats()
     assert stats["responses"] == {}
@@ -239,7 +224,7 @@ def test_a_bad_parameter_raises_invalid_parameter_without_any_http_call(either_h
 
 
 def test_run_sync_validates_before_calling_too(hook, emu):
-    with pytest.raises(InvalidParameter, match="seed"):
+    with pytest.raises(errors.InvalidParameter, match="seed"):
         hook.run_sync("muscle-surge", {"image_url": emu.sample_url(), "seed": 0})
     assert emu.stats()["responses"] == {}
 
@@ -248,7 +233,7 @@ def test_run_sync_validates_before_calling_too(hook, emu):
 def test_plain_http_to_a_remote_host_is_refused_before_any_call(either_hook, segmind_connection, host):
     segmind_connection(host)
     # The mock answers nothing: a request the sync hook sent would fail it; the async hook would meet no server.
-    with responses.RequestsMock() as rsps, pytest.raises(InsecureConnection, match="plain http://"):
+    with responses.RequestsMock() as rsps, pytest.raises(errors.InsecureConnection, match="plain http://"):
         either_hook.submit(IMAGE)
     assert len(rsps.calls) == 0
 
@@ -256,12 +241,12 @@ def test_plain_http_to_a_remote_host_is_refused_before_any_call(either_hook, seg
 @pytest.mark.parametrize(
     ("status", "exception"),
     [
-        (400, BadRequest),
-        (401, AuthenticationError),
-        (403, AuthenticationError),
-        (404, ModelNotFound),
-        (406, InsufficientCredits),
-        (422, InferenceFailed),
+        (400, errors.BadRequest),
+        (401, errors.AuthenticationError),
+        (403, errors.AuthenticationError),
+        (404, errors.ModelNotFound),
+        (406, errors.InsufficientCredits),
+        (422, errors.InferenceFailed),
     ],
 )
 def test_permanent_http_errors_are_never_retried(either_hook, hostile_server, segmind_connection, status, exception):
@@ -284,7 +269,7 @@ def test_a_rate_limited_call_waits_what_the_server_asks_then_succeeds(either_hoo
 
     assert body["request_id"] == request_id
     # The emulator lets a request through only once its bucket has refilled. Had the hook retried on its own
-    # 10-50 ms backoff, all four attempts would have met an empty bucket and ended in RateLimited.
+    # 10-50 ms backoff, all four attempts would have met an empty bucket and ended in errors.RateLimited.
     stats = emu.stats()
     assert 1 <= stats["rate_limited"] <= 2
     assert stats["status_polls"] == 1
@@ -293,7 +278,7 @@ def test_a_rate_limited_call_waits_what_the_server_asks_then_succeeds(either_hoo
 def test_a_rate_limit_wait_beyond_the_retry_budget_is_raised_at_once(either_hook, special):
     emu = special("rate_limited", max_retry_seconds=0.05)
     request_id = either_hook.submit({"image_url": emu.sample_url()}).request_id
-    with pytest.raises(RateLimited) as excinfo:
+    with pytest.raises(errors.RateLimited) as excinfo:
         either_hook.get_status(request_id)
     assert 0.05 < excinfo.value.retry_after <= 2.0  # the server's hint, read from its headers
     assert excinfo.value.retryable
@@ -303,7 +288,7 @@ def test_a_rate_limit_wait_beyond_the_retry_budget_is_raised_at_once(either_hook
 
 def test_a_server_that_keeps_failing_is_tried_exactly_max_retries_plus_one_times(either_hook, emu, caplog):
     emu.set_fault_rules({"mode": "error"})  # every API call: 500, 502, 504 or a dropped connection
-    with pytest.raises((ServerError, TransportError)) as excinfo:
+    with pytest.raises((errors.ServerError, errors.TransportError)) as excinfo:
         either_hook.get_status("some-request")
     assert excinfo.value.retryable
     assert not isinstance(excinfo.value, AirflowFailException)  # Airflow's own retries may take over
@@ -352,7 +337,7 @@ def test_a_429_without_hints_is_retried_with_backoff(either_hook, hostile_server
 def test_a_persistent_5xx_ends_in_server_error_with_status_and_detail(either_hook, hostile_server, segmind_connection):
     server = hostile_server().route("status", STATUS, json_answer({"error": "maintenance"}, 503))
     segmind_connection(server.url)
-    with pytest.raises(ServerError) as excinfo:
+    with pytest.raises(errors.ServerError) as excinfo:
         either_hook.get_status("r1")
     assert server.calls == {"status": ATTEMPTS}
     assert "HTTP 503" in str(excinfo.value)
@@ -366,7 +351,7 @@ CUT_SHORT = {"sync": "ChunkedEncodingError", "async": "ClientPayloadError"}
 def test_a_truncated_answer_is_a_retried_transport_error(either_hook, hostile_server, segmind_connection):
     server = hostile_server(b'{"status": "QUEU', length=1000)
     segmind_connection(server.url)
-    with pytest.raises(TransportError, match=CUT_SHORT[either_hook.kind]):
+    with pytest.raises(errors.TransportError, match=CUT_SHORT[either_hook.kind]):
         either_hook.get_status("r1")
     assert server.connections == ATTEMPTS
 
@@ -397,7 +382,7 @@ def test_the_body_sent_is_the_validated_body_with_defaults(either_hook, hostile_
 def test_a_submit_answer_without_a_request_id_is_malformed(either_hook, hostile_server, segmind_connection):
     server = hostile_server().route("submit", SUBMIT, json_answer({"status": "QUEUED"}))
     segmind_connection(server.url)
-    with pytest.raises(MalformedResponse, match="billed"):
+    with pytest.raises(errors.MalformedResponse, match="billed"):
         either_hook.submit(IMAGE)
     assert server.calls == {"submit": 1}
 
@@ -405,7 +390,7 @@ def test_a_submit_answer_without_a_request_id_is_malformed(either_hook, hostile_
 def test_a_status_answer_that_is_a_json_list_is_malformed(either_hook, hostile_server, segmind_connection):
     server = hostile_server().route("status", STATUS, json_answer(["QUEUED"]))
     segmind_connection(server.url)
-    with pytest.raises(MalformedResponse, match="not a JSON object"):
+    with pytest.raises(errors.MalformedResponse, match="not a JSON object"):
         either_hook.get_status("r1")
     assert server.calls == {"status": 1}
 
@@ -421,7 +406,7 @@ def test_a_proxy_page_on_a_status_poll_is_a_bounded_transient_glitch(either_hook
 def test_a_proxy_page_that_stays_is_reported_after_the_retries(either_hook, hostile_server, segmind_connection):
     server = hostile_server().route("status", STATUS, html(200, b"<html>maintenance</html>"))
     segmind_connection(server.url)
-    with pytest.raises(UnreadableAnswer, match="not JSON"):
+    with pytest.raises(errors.UnreadableAnswer, match="not JSON"):
         either_hook.get_status("r1")
     assert server.calls == {"status": ATTEMPTS}
 
@@ -497,7 +482,7 @@ def test_download_of_a_real_output_is_an_mp4(hook, emu, tmp_path):
 
 def test_download_over_the_size_cap_leaves_no_file_and_no_part_file(hook, blob, tmp_path):
     url, _ = blob
-    with pytest.raises(MalformedResponse, match="larger than"):
+    with pytest.raises(errors.MalformedResponse, match="larger than"):
         hook.download(url, tmp_path / "video.mp4", max_bytes=1024 * 1024)
     assert leftovers(tmp_path) == []
 
@@ -505,7 +490,7 @@ def test_download_over_the_size_cap_leaves_no_file_and_no_part_file(hook, blob, 
 def test_download_broken_off_mid_stream_leaves_no_file_and_no_part_file(hook, hostile_server, tmp_path):
     server = hostile_server(os.urandom(1536 * 1024), length=8 * 1024 * 1024, headers={"Content-Type": "video/mp4"})
     url = server.url + "/video.mp4"
-    with pytest.raises(TransportError, match="broke off"):
+    with pytest.raises(errors.TransportError, match="broke off"):
         hook.download(url, tmp_path / "video.mp4")
     assert leftovers(tmp_path) == []
 
@@ -513,14 +498,14 @@ def test_download_broken_off_mid_stream_leaves_no_file_and_no_part_file(hook, ho
 def test_a_failed_download_keeps_the_previous_file_intact(hook, blob, tmp_path):
     url, _ = blob
     (tmp_path / "video.mp4").write_bytes(b"the video from yesterday")
-    with pytest.raises(MalformedResponse):
+    with pytest.raises(errors.MalformedResponse):
         hook.download(url, tmp_path / "video.mp4", max_bytes=1024)
     assert (tmp_path / "video.mp4").read_bytes() == b"the video from yesterday"
     assert leftovers(tmp_path) == ["video.mp4"]
 
 
 def test_download_of_a_missing_file_raises_and_writes_nothing(hook, emu, tmp_path):
-    with pytest.raises(SegmindError) as excinfo:
+    with pytest.raises(errors.SegmindError) as excinfo:
         hook.download(f"{emu.url}/_emulator/outputs/gone.mp4", tmp_path / "video.mp4")
     assert excinfo.value.status_code == 404
     assert leftovers(tmp_path) == []
@@ -554,7 +539,7 @@ def test_the_api_key_never_appears_in_exception_text_or_logs(fresh_emulator, seg
     texts: list[str] = []
 
     def failure_text(call: Callable[[], Any]) -> None:
-        with pytest.raises(SegmindError) as excinfo:
+        with pytest.raises(errors.SegmindError) as excinfo:
             call()
         texts.extend([str(excinfo.value), repr(excinfo.value), excinfo.exconly()])
 
@@ -601,6 +586,6 @@ def test_upload_sends_a_base64_data_url(hostile_server, segmind_connection):
 def test_an_upload_answer_without_file_urls_is_malformed(hostile_server, segmind_connection):
     server = hostile_server().route("upload", UPLOAD, json_answer({"message": "ok"}))
     segmind_connection(server.url)
-    with pytest.raises(MalformedResponse, match="file_urls"):
+    with pytest.raises(errors.MalformedResponse, match="file_urls"):
         SegmindHook().upload(b"abc")
     assert server.calls == {"upload": 1}

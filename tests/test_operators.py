@@ -20,14 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 from airflow.sdk._shared.module_loading import import_string
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
-from dags_for_tests.dagtest_support import (
-    FailureRecorder,
-    fake_context,
-    run_dag,
-    task_states,
-    try_numbers,
-    xcom,
-)
+from dags_for_tests.dagtest_support import FailureRecorder, fake_context, run_dag, task_states, try_numbers, xcom
 from segmind_emulator.testing import EmulatorProcess
 
 from airflow_provider_muscle_surge.exceptions import (

@@ -13,14 +13,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
-from dags_for_tests.dagtest_support import (
-    FailureRecorder,
-    fake_context,
-    run_dag,
-    task_states,
-    try_numbers,
-    xcom,
-)
+from dags_for_tests.dagtest_support import FailureRecorder, fake_context, run_dag, task_states, try_numbers, xcom
 from segmind_emulator.testing import EmulatorProcess
 
 from airflow_provider_muscle_surge.exceptions import InferenceFailed, InvalidParameter, RequestExpired
