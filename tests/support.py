@@ -24,6 +24,9 @@ TEST_KEY = "test-key"
 FAST_RETRY: dict[str, Any] = {"max_retries": 3, "max_retry_seconds": 5, "initial_backoff": 0.01, "max_backoff": 0.05}
 #: The muscle-surge schedule on the emulator's clock (~1 s jobs instead of ~45 s).
 FAST_SCHEDULE = PollSchedule.for_model("muscle-surge").scaled(1 / 45.5)
+#: Operator arguments for ~1 s emulator jobs: blocking (fixed 0.2 s polls) and deferrable.
+FAST = {"poll_interval": 0.2}
+FAST_DEFERRED = {"poll_schedule": {"expected_seconds": 1, "dense_interval": 0.2, "first_poll_seconds": 0.3}}
 #: The two hooks :class:`Client` drives.
 HOOKS = ("sync", "async")
 

@@ -22,6 +22,7 @@ from airflow.sdk._shared.module_loading import import_string
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from dags_for_tests.dagtest_support import FailureRecorder, fake_context, run_dag, task_states, try_numbers, xcom
 from segmind_emulator.testing import EmulatorProcess
+from support import FAST, FAST_DEFERRED
 
 from airflow_provider_muscle_surge.exceptions import (
     InferenceFailed,
@@ -34,9 +35,6 @@ from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger
 
 IMAGE = "https://storage.example.com/people/athlete.png"
 RAI_DETAIL = "Content blocked by the responsible-AI filter: the input image was flagged as unsafe"
-#: Fast waits for ~1 s emulator jobs, in both modes.
-FAST = {"poll_interval": 0.2}
-FAST_DEFERRED = {"poll_schedule": {"expected_seconds": 1, "dense_interval": 0.2, "first_poll_seconds": 0.3}}
 
 
 def read_saved(saved: dict[str, Any]) -> bytes:

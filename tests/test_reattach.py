@@ -30,14 +30,12 @@ from dags_for_tests.dagtest_support import (
     xcom,
 )
 from segmind_emulator.testing import EmulatorProcess
-from support import FAST_RETRY
+from support import FAST, FAST_DEFERRED, FAST_RETRY
 
 from airflow_provider_muscle_surge import reattach
 from airflow_provider_muscle_surge.exceptions import InferenceFailed, PollingGaveUp
 from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
 
-FAST = {"poll_interval": 0.2}
-FAST_DEFERRED = {"poll_schedule": {"expected_seconds": 1, "dense_interval": 0.2, "first_poll_seconds": 0.3}}
 RETRY_ONCE = {"retries": 1, "retry_delay": timedelta(0)}
 #: Every status call of try 1 fails, as many times as the connection's retries allow.
 STATUS_DOWN = {"mode": "error", "endpoints": ["status"], "status": 502}
