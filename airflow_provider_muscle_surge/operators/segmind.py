@@ -424,7 +424,8 @@ _FILESYSTEM_HINTS: dict[str, str] = {
     "s3://<conn_id>@bucket/key",
     "gs": "pip install apache-airflow-providers-google (it brings gcsfs) and name the Google connection in the "
     "URL: gs://<conn_id>@bucket/key",
-    "abfs": "pip install apache-airflow-providers-microsoft-azure (it brings adlfs)",
+    "abfs": "pip install apache-airflow-providers-microsoft-azure (it brings adlfs) and name the Azure connection "
+    "in the URL: abfs://<conn_id>@bucket/key",
 }
 _FILESYSTEM_HINTS.update(s3a=_FILESYSTEM_HINTS["s3"], gcs=_FILESYSTEM_HINTS["gs"])
 _FILESYSTEM_HINTS.update(abfss=_FILESYSTEM_HINTS["abfs"], adl=_FILESYSTEM_HINTS["abfs"])
