@@ -150,7 +150,8 @@ class _Budget:
     MIN_ATTEMPT = 0.5
 
     def __init__(self, policy: RetryPolicy, per_attempt: float, until: float | None) -> None:
-        total = policy.max_retry_seconds
+        # At least one whole attempt: a v1 render may take 600 s while retries are budgeted at 120.
+        total = max(policy.max_retry_seconds, per_attempt)
         if until is not None:
             total = min(total, until - time.time())
         self.per_attempt = per_attempt

@@ -8,7 +8,9 @@ port, it carries no userinfo, backslash, whitespace, query or fragment, and its 
 ASCII name or IP literal. The accepted URL is rebuilt from those agreed parts, and the clients
 are only ever handed rebuilt URLs.
 
-This module does no I/O and imports only what the hooks import anyway (urllib3, yarl).
+This module does no I/O. It imports urllib3 and yarl at module level, which the hooks import anyway,
+so nothing is imported on a triggerer's event loop at a hook's first connection read; DAG files
+never reach it (only ``hooks/settings.py`` imports it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import urllib3.util
+import yarl
 
 from airflow_provider_muscle_surge.exceptions import InsecureConnection
 
@@ -63,8 +68,6 @@ def checked_url(url: object, what: str) -> tuple[Origin, str]:
 
     ``what`` names the setting in the error ("connection host", "upload_url", ...).
     """
-    import urllib3.util
-    import yarl
 
     def refuse(reason: str) -> InsecureConnection:
         return InsecureConnection(f"refusing {what} {url!r}: {reason}. The API key goes only to a checked https:// URL")

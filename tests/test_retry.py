@@ -333,3 +333,15 @@ def test_a_deadline_already_past_leaves_one_minimal_attempt_and_no_retry():
 )
 def test_absurd_rate_limit_headers_give_no_hint_instead_of_an_exception(headers):
     assert retry_after_seconds(headers, NOW) is None
+
+
+def test_the_budget_always_covers_one_whole_attempt():
+    """A v1 render's 600 s attempt is not cut to the 120 s retry budget (it would be billed and lost)."""
+    limits: list[float] = []
+
+    def once(limit: float) -> str:
+        limits.append(limit)
+        return "ok"
+
+    RetryPolicy(max_retry_seconds=120).call(once, per_attempt=600.0)
+    assert limits == [pytest.approx(600.0, abs=1.0)]
