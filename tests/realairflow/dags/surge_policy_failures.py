@@ -18,7 +18,8 @@ from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
 from airflow_provider_muscle_surge.sensors.segmind import SegmindRequestSensor
 
 IMAGE = "{{ dag_run.conf['image_url'] }}"
-RACE_FREE_FIRST_POLL = {"first_poll_seconds": 4.0}
+#: Later than the supervisor's report of a deferral, which can lag up to [workers] min_heartbeat_interval (5 s).
+RACE_FREE_FIRST_POLL = {"first_poll_seconds": 8.0}
 
 with DAG(
     dag_id="surge_policy_failures",
