@@ -150,17 +150,28 @@ class _Budget:
     MIN_ATTEMPT = 0.5
 
     def __init__(self, policy: RetryPolicy, per_attempt: float, until: float | None) -> None:
-        # At least one whole attempt: a v1 render may take 600 s while retries are budgeted at 120.
-        total = max(policy.max_retry_seconds, per_attempt)
+        total = policy.max_retry_seconds
         if until is not None:
             total = min(total, until - time.time())
         self.per_attempt = per_attempt
+        self.until = until
         self.end = time.monotonic() + max(total, self.MIN_ATTEMPT)
+        self.first = True
+
+    def first_limit(self) -> float:
+        """The first attempt gets its whole limit (a v1 render may take 600 s while retries are budgeted
+        at 120), cut only by ``until``; retries then share what is left of the budget."""
+        self.first = False
+        if self.until is None:
+            return self.per_attempt
+        return max(self.MIN_ATTEMPT, min(self.per_attempt, self.until - time.time()))
 
     def remaining(self) -> float:
         return self.end - time.monotonic()
 
     def next_limit(self) -> float:
+        if self.first:
+            return self.first_limit()
         return max(self.MIN_ATTEMPT, min(self.per_attempt, self.remaining()))
 
     def stop(self, state: RetryCallState) -> bool:
