@@ -171,6 +171,17 @@ def served_by_emulator(url: str) -> bytes:
         return answer.read()  # type: ignore[no-any-return]
 
 
+def surge_run(
+    new_dag: Any, emulator: EmulatorProcess, output_path: str, image: str = "athlete-1", **kwargs: Any
+) -> Any:
+    """One 360p MuscleSurgeOperator saving to ``output_path``, run with ``dag.test()``."""
+    with new_dag() as dag:
+        MuscleSurgeOperator(
+            task_id="surge", image_url=emulator.sample_url(image), quality="360p", output_path=output_path, **kwargs
+        )
+    return run_dag(dag)
+
+
 # --- the operator writes to S3 ------------------------------------------------------------------------------
 @pytest.mark.parametrize("deferrable", [False, True], ids=["blocking", "deferrable"])
 def test_video_is_saved_to_s3_through_the_connection_named_in_the_url(
@@ -178,17 +189,10 @@ def test_video_is_saved_to_s3_through_the_connection_named_in_the_url(
 ) -> None:
     from airflow.sdk import ObjectStoragePath
 
-    with new_dag() as dag:
-        MuscleSurgeOperator(
-            task_id="surge",
-            image_url=segmind_conn.sample_url(),
-            quality="360p",
-            output_path=f"s3://{AWS_CONN_ID}@{bucket}/videos/",
-            deferrable=deferrable,
-            **(FAST_DEFERRED if deferrable else FAST),
-        )
-
-    run = run_dag(dag)
+    output_path = f"s3://{AWS_CONN_ID}@{bucket}/videos/"
+    run = surge_run(
+        new_dag, segmind_conn, output_path, deferrable=deferrable, **(FAST_DEFERRED if deferrable else FAST)
+    )
 
     assert task_states(run) == {"surge": "success"}
     result = xcom(run, "surge")
@@ -207,16 +211,7 @@ def test_video_is_saved_to_s3_through_the_connection_named_in_the_url(
 def test_output_path_naming_a_file_in_s3_is_that_object(
     new_dag: Any, segmind_conn: EmulatorProcess, moto_server: MotoServer, bucket: str
 ) -> None:
-    with new_dag() as dag:
-        MuscleSurgeOperator(
-            task_id="surge",
-            image_url=segmind_conn.sample_url("athlete-2"),
-            quality="360p",
-            output_path=f"s3://{AWS_CONN_ID}@{bucket}/campaign/hero.mp4",
-            **FAST,
-        )
-
-    run = run_dag(dag)
+    run = surge_run(new_dag, segmind_conn, f"s3://{AWS_CONN_ID}@{bucket}/campaign/hero.mp4", "athlete-2", **FAST)
 
     assert task_states(run) == {"surge": "success"}
     saved = xcom(run, "surge")["saved"]
@@ -282,17 +277,7 @@ def test_s3_path_without_a_connection_or_credentials_is_refused_before_the_submi
 ) -> None:
     failures = FailureRecorder()
     assert not any(os.environ.get(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE")), "no credentials here"
-    with new_dag() as dag:
-        MuscleSurgeOperator(
-            task_id="surge",
-            image_url=segmind_conn.sample_url(),
-            quality="360p",
-            output_path=f"s3://{bucket}/videos/",
-            on_failure_callback=failures,
-            **FAST,
-        )
-
-    run = run_dag(dag)
+    run = surge_run(new_dag, segmind_conn, f"s3://{bucket}/videos/", on_failure_callback=failures, **FAST)
 
     assert task_states(run) == {"surge": "failed"}
     assert keys(moto_server, bucket) == []
