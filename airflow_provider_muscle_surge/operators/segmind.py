@@ -485,14 +485,11 @@ def _check_output_path(location: str | os.PathLike[str] | ObjectStoragePath) -> 
 def _probe_remote_folder(text: str, scheme: str) -> None:
     """Write and delete an empty object where the output will go: credentials, bucket and permission at once."""
     import uuid
-    from pathlib import PurePosixPath
 
-    from airflow.sdk import ObjectStoragePath
-
-    target = ObjectStoragePath(text)
-    folder = target if text.endswith("/") or not PurePosixPath(target.path).suffix else target.parent
-    probe = folder / f".muscle-surge-probe-{uuid.uuid4().hex}"
+    target = storage_path(text)
     try:
+        folder = target if _names_a_folder(text, target.is_dir) else target.parent
+        probe = folder / f".muscle-surge-probe-{uuid.uuid4().hex}"
         probe.write_bytes(b"")
         probe.unlink()
     except Exception as err:  # any storage error (credentials, missing bucket, denied) means "cannot save here"
