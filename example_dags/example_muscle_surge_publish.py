@@ -1,12 +1,13 @@
 """Publish every new Muscle Surge video: scheduled on the Asset that the chain DAG updates.
 
-Runs whenever ``example_muscle_surge_chain`` produces a video (the Asset ``muscle_surge_video``
-gets an event whose extra holds the video's path, sha256, request id and source image). It
+Runs whenever ``example_muscle_surge_chain`` produces a video or a reviewer approves one in
+``example_muscle_surge_marketing`` (the Asset ``muscle_surge_video`` gets an event whose extra holds
+the video's path, sha256, request id and source image, and for a reviewed video who approved it). It
 copies the video to the publish folder, checking the sha256 on the way, and writes a manifest
 JSON next to it::
 
     <publish folder>/<request id>.mp4
-    <publish folder>/<request id>.json   {"video", "sha256", "bytes", "request_id", "source_image", ...}
+    <publish folder>/<request id>.json   {"video", "sha256", "bytes", "request_id", "source_image", "approval", ...}
 
 Publish folder: the Variable ``muscle_surge_publish``, else the environment variable
 ``MUSCLE_SURGE_PUBLISH``, else ``file://<MUSCLE_SURGE_OUTPUT or /tmp/muscle-surge>/published``;
@@ -84,6 +85,7 @@ def example_muscle_surge_publish():
             "source_image": info.get("source_image"),
             "rendered_to": str(source),
             "output_url": info.get("output_url"),
+            "approval": info.get("approval"),
             "asset_event_at": event.timestamp.isoformat() if getattr(event, "timestamp", None) else None,
             "published_at": timezone.utcnow().isoformat(),
         }

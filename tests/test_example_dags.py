@@ -6,8 +6,11 @@ process never leaks into it. Deferrable tasks defer for real: ``dag.test()`` run
 in-process. Each test passes its own connection, output folder and Variables as environment.
 
 This file is also the worker: ``python tests/test_example_dags.py --serve`` (what the fixture
-starts), or ``python tests/test_example_dags.py DAG_ID [CONF_JSON]`` to run one DAG by hand; both
-print one ``EXAMPLE-DAG-RESULT {...}`` line per run (state, task states, return values, asset events).
+starts), or ``python tests/test_example_dags.py DAG_ID [CONF_JSON [ANSWERS_JSON]]`` to run one DAG by
+hand; both print one ``EXAMPLE-DAG-RESULT {...}`` line per run (state, task states, return values,
+asset events, human-in-the-loop requests). ``dag.test()`` leaves a human-in-the-loop task waiting
+in ``awaiting_input`` until someone answers; a run's ``answers`` (``{"review": "Approve"}``) are
+given by a reviewer thread through the very function behind the REST API's ``PATCH .../hitlDetails``.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DAGS = ROOT / "example_dags"
 RESULT_PREFIX = "EXAMPLE-DAG-RESULT "
+#: Who answers human-in-the-loop requests in ``dag.test()`` runs (a simple-auth-manager user).
+REVIEWER = "marketing-reviewer"
 #: Fast polling for ~1 s emulator jobs (``SegmindSettings.poll`` overrides ``PollSchedule`` fields).
 FAST_POLL = {"expected_seconds": 1, "dense_interval": 0.2, "max_interval": 1}
 
 EXPECTED_DAGS = {
     "example_muscle_surge_daily": {"resolve_inputs", "render", "write_index"},
-    "example_muscle_surge_marketing": {"validate", "render", "report"},
+    "example_muscle_surge_marketing": {"validate", "render", "report", "review", "publish"},
     "example_muscle_surge_chain": {"produce_image", "render_video"},
     "example_muscle_surge_publish": {"publish"},
 }
@@ -78,6 +83,19 @@ def test_marketing_dag_offers_a_typed_form(dagbag):
     assert schemas["duration"]["enum"] == [5, 8]
     assert None in schemas["style"]["enum"] and "anime" in schemas["style"]["enum"]
     assert (schemas["seed"]["minimum"], schemas["seed"]["maximum"]) == (1, 999_999)
+    assert dag.params["review_minutes"] == 24 * 60 and schemas["review_minutes"]["exclusiveMinimum"] == 0
+
+
+def test_marketing_dag_publishes_only_after_a_review_that_defaults_to_reject(dagbag):
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    dag = dagbag.dags["example_muscle_surge_marketing"]
+    review, publish = dag.get_task("review"), dag.get_task("publish")
+    assert isinstance(review, HITLOperator)
+    assert (review.options, review.defaults, review.multiple) == (["Approve", "Reject"], ["Reject"], False)
+    assert review.upstream_task_ids == {"report"} and "review" in publish.upstream_task_ids
+    assert dict(review.params) == {}, "the DAG's Params are not a form for the reviewer"
+    assert [a.name for a in publish.outlets] == ["muscle_surge_video"]  # what the publish DAG is scheduled on
 
 
 def test_chain_updates_the_asset_the_publish_dag_is_scheduled_on(dagbag):
@@ -175,11 +193,14 @@ class DagTestWorker:
         threading.Thread(target=pump, name="dag-test-worker", daemon=True).start()
         return proc
 
-    def run(self, dag_id: str, conf: dict[str, Any], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    def run(
+        self, dag_id: str, conf: dict[str, Any], env: dict[str, str], timeout: float, answers: dict[str, str]
+    ) -> dict[str, Any]:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = self._start()
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"dag_id": dag_id, "conf": conf, "env": env}) + "\n")
+        request = {"dag_id": dag_id, "conf": conf, "env": env, "answers": answers}
+        self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         log: list[str] = []
         deadline = time.monotonic() + timeout
@@ -247,8 +268,16 @@ class DagRunner:
             **{f"AIRFLOW_VAR_{k.upper()}": v for k, v in self.variables.items()},
         }
 
-    def run(self, dag_id: str, conf: dict[str, Any] | None = None, timeout: float = 120) -> dict[str, Any]:
-        result = self.worker.run(dag_id, conf or {}, self.env(), timeout)
+    def run(
+        self,
+        dag_id: str,
+        conf: dict[str, Any] | None = None,
+        timeout: float = 120,
+        *,
+        answers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """``answers``: the option a reviewer picks for each human-in-the-loop task (``{"review": "Reject"}``)."""
+        result = self.worker.run(dag_id, conf or {}, self.env(), timeout, answers or {})
         (self.workdir / f"{dag_id}.log").write_text(result["log"])
         return result
 
@@ -311,7 +340,8 @@ def test_chain_then_publish_produces_a_playable_mp4_and_a_manifest(dag_runner):
     assert dag_runner.emulator.stats()["submissions"] == {"muscle-surge": 1}  # publishing calls no API
 
 
-def test_marketing_renders_saves_and_reports_the_link(dag_runner):
+def test_marketing_approved_video_is_published_from_storage(dag_runner):
+    """Render, save, ask the reviewer (showing the stored copy), and on Approve hand it to the publish DAG."""
     conf = {
         "image_url": dag_runner.emulator.sample_url("athlete-2"),
         "quality": "360p",
@@ -319,8 +349,9 @@ def test_marketing_renders_saves_and_reports_the_link(dag_runner):
         "style": "comic",
         "seed": 4242,
     }
-    result = dag_runner.run("example_muscle_surge_marketing", conf)
+    result = dag_runner.run("example_muscle_surge_marketing", conf, answers={"review": "Approve"})
     assert result["state"] == "success", result["log"][-4000:]
+    assert set(_states(result).values()) == {"success"}
     report = result["xcom"]["report"]
     assert report["video_url"].startswith(dag_runner.emulator.url)
     path = _local(report["saved_path"])
@@ -329,12 +360,52 @@ def test_marketing_renders_saves_and_reports_the_link(dag_runner):
     assert "Muscle Surge video ready:" in result["log"]
     assert dag_runner.emulator.stats()["submissions"] == {"muscle-surge": 1}
 
+    # What the reviewer was shown: the stored copy (not Segmind's expiring URL), the request id, the settings.
+    review = result["hitl"]["review"]
+    assert review["subject"] == f"Publish Muscle Surge video {report['request_id']}?"
+    assert report["saved_path"] in review["body"] and report["sha256"] in review["body"]
+    assert report["video_url"] not in review["body"]
+    assert "quality 360p" in review["body"] and "style comic" in review["body"] and "seed 4242" in review["body"]
+    assert (review["chosen_options"], review["responded_by"]["name"]) == (["Approve"], REVIEWER)
+    assert result["xcom"]["review"]["chosen_options"] == ["Approve"]
+
+    [event] = result["asset_events"]
+    assert event["asset"] == "muscle_surge_video"
+    assert {k: event["extra"][k] for k in ("path", "sha256", "request_id")} == {
+        "path": report["saved_path"],
+        "sha256": report["sha256"],
+        "request_id": report["request_id"],
+    }
+    assert event["extra"]["approval"]["by"] == REVIEWER
+
+    publish = dag_runner.run("example_muscle_surge_publish")
+    assert publish["state"] == "success", publish["log"][-4000:]
+    manifest = json.loads(_local(publish["xcom"]["publish"]["manifest"]).read_text())
+    assert manifest["request_id"] == report["request_id"] and manifest["sha256"] == report["sha256"]
+    assert _local(manifest["video"]).read_bytes() == path.read_bytes()
+    assert manifest["approval"]["by"] == REVIEWER
+
+
+def test_marketing_rejected_video_is_kept_but_not_published(dag_runner):
+    result = dag_runner.run("example_muscle_surge_marketing", {"quality": "360p"}, answers={"review": "Reject"})
+    assert result["state"] == "success", result["log"][-4000:]
+    states = _states(result)
+    assert states[("review", -1)] == "success" and states[("publish", -1)] == "skipped"
+    assert result["asset_events"] == []  # nothing for the publish DAG
+    assert "publish" not in result["xcom"]
+    report = result["xcom"]["report"]
+    assert _local(report["saved_path"]).is_file()  # kept in storage all the same
+    assert f"Not published: Reject by {REVIEWER} at " in result["log"]
+    assert f"The video stays at {report['saved_path']} (request {report['request_id']})" in result["log"]
+    assert dag_runner.emulator.stats()["submissions"] == {"muscle-surge": 1}
+
 
 def test_marketing_defaults_use_the_emulator_sample_and_omit_seed_and_style(dag_runner):
-    result = dag_runner.run("example_muscle_surge_marketing", {"quality": "360p"})
+    result = dag_runner.run("example_muscle_surge_marketing", {"quality": "360p"}, answers={"review": "Approve"})
     assert result["state"] == "success", result["log"][-4000:]
     assert result["xcom"]["validate"]["image_url"] == dag_runner.emulator.sample_url("athlete-1")
     assert result["xcom"]["validate"]["seed"] is None and result["xcom"]["validate"]["style"] is None
+    assert "seed" not in result["xcom"]["report"]["parameters"]
     assert _local(result["xcom"]["report"]["saved_path"]).is_file()
 
 
@@ -345,6 +416,7 @@ def test_marketing_refuses_a_bad_combination_before_any_http_call(dag_runner):
     states = _states(result)
     assert states[("validate", -1)] == "failed"
     assert states[("render", -1)] == "upstream_failed"
+    assert states[("review", -1)] == states[("publish", -1)] == "upstream_failed"  # nobody is asked
     assert result["tries"]["validate"] == 1  # a refused parameter is not retried
     assert "8 s is not available at quality=1080p" in result["log"]
     stats = dag_runner.emulator.stats()
@@ -466,11 +538,65 @@ def test_demo_script_end_to_end(tmp_path):
 
 
 # --- the subprocess runner -----------------------------------------------------------------------
-def _run_dag(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
-    """Parse the examples, ``dag.test()`` one DAG, and read back what it left in the database."""
+class Reviewer(threading.Thread):
+    """Answers the human-in-the-loop requests of a ``dag.test()`` run, as a person in the UI would.
+
+    ``dag.test()`` keeps a run alive while a task waits in ``awaiting_input`` and resumes it once a
+    response is in the database. The answer goes through ``update_hitl_detail``, the function behind
+    ``PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails``
+    (option checks, the response record, the resume of the parked task), called without HTTP.
+    """
+
+    def __init__(self, dag_id: str, answers: dict[str, str]) -> None:
+        super().__init__(name="hitl-reviewer", daemon=True)
+        self.dag_id = dag_id
+        self.pending = dict(answers)
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while self.pending and not self.done.wait(0.2):
+                self._answer_waiting_tasks()
+        except BaseException as exc:  # reported by the runner after the run
+            self.error = exc
+
+    def _answer_waiting_tasks(self) -> None:
+        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+        from sqlalchemy import select
+
+        with create_session() as session:
+            waiting = session.scalars(
+                select(TaskInstance).where(
+                    TaskInstance.dag_id == self.dag_id,
+                    TaskInstance.task_id.in_(list(self.pending)),
+                    TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+                )
+            ).all()
+            for ti in waiting:
+                update_hitl_detail(
+                    dag_id=ti.dag_id,
+                    dag_run_id=ti.run_id,
+                    task_id=ti.task_id,
+                    update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[self.pending.pop(ti.task_id)]),
+                    user=SimpleAuthManagerUser(username=REVIEWER, role="admin"),
+                    session=session,
+                    map_index=ti.map_index,
+                )
+
+
+def _run_dag(dag_id: str, conf: dict[str, Any], answers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Parse the examples, ``dag.test()`` one DAG (answering its reviews), and read back what it left."""
     from airflow import settings
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
     from sqlalchemy import select
 
@@ -478,7 +604,17 @@ def _run_dag(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
     if bag.import_errors:
         raise SystemExit(f"import errors: {bag.import_errors}")
     dag = bag.get_dag(dag_id)
-    dr = dag.test(run_conf=conf or None)
+    reviewer = Reviewer(dag_id, answers or {})
+    reviewer.start()
+    try:
+        dr = dag.test(run_conf=conf or None)
+    finally:
+        reviewer.done.set()
+        reviewer.join(30)
+    if reviewer.error is not None:
+        raise reviewer.error
+    if reviewer.pending:
+        raise AssertionError(f"never asked, so never answered: {reviewer.pending}")
     session = settings.Session()
     tis = dr.get_task_instances(session=session)
     xcom: dict[str, Any] = {}
@@ -497,6 +633,11 @@ def _run_dag(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
         .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
         .where(AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == dr.run_id)
     ).all()
+    hitl = session.execute(
+        select(TaskInstance.task_id, HITLDetail)
+        .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+        .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == dr.run_id)
+    ).all()
     return {
         "state": str(dr.state),
         "ds": dr.logical_date.strftime("%Y-%m-%d") if dr.logical_date else None,
@@ -504,6 +645,17 @@ def _run_dag(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
         "tries": {ti.task_id: ti.try_number for ti in tis},
         "xcom": xcom,
         "asset_events": [{"asset": name, "extra": extra} for name, extra in events],
+        "hitl": {
+            task_id: {
+                "subject": detail.subject,
+                "body": detail.body,
+                "options": detail.options,
+                "defaults": detail.defaults,
+                "chosen_options": detail.chosen_options,
+                "responded_by": detail.responded_by,
+            }
+            for task_id, detail in hitl
+        },
     }
 
 
@@ -517,7 +669,7 @@ def _serve() -> None:
         os.environ.update(request["env"])
         managed = set(request["env"])
         try:
-            result = _run_dag(request["dag_id"], request["conf"])
+            result = _run_dag(request["dag_id"], request["conf"], request.get("answers"))
         except BaseException:
             result = {"error": traceback.format_exc()}
         sys.stderr.flush()
@@ -528,5 +680,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--serve"]:
         _serve()
     else:
-        _result = _run_dag(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})
+        _args = [json.loads(a) for a in sys.argv[2:4]]
+        _result = _run_dag(sys.argv[1], *_args)
         print(RESULT_PREFIX + json.dumps(_result, default=str), flush=True)
