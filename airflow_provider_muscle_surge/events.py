@@ -27,9 +27,15 @@ from airflow_provider_muscle_surge.exceptions import (
     ModelNotFound,
     PermanentSegmindError,
     PollingGaveUp,
+    RateLimited,
     RedirectRefused,
     RequestExpired,
+    RetryableSegmindError,
     SegmindError,
+    ServerError,
+    SubmitOutcomeUnknown,
+    TransportError,
+    UnreadableAnswer,
     rebuild,
 )
 
@@ -52,7 +58,19 @@ ERROR_KINDS: Mapping[str, type[SegmindError]] = {
     "invalid": InvalidParameter,
     "error": PermanentSegmindError,
 }
-KINDS = (COMPLETED, *ERROR_KINDS)
+#: Kinds only the zero-worker trigger sends, for an error raised outside a wait (its submit, saving
+#: the output): the worker raises it as it is, as ``execute`` would have. Append only, as above.
+DIRECT_KINDS: Mapping[str, type[SegmindError]] = {
+    "submit_unknown": SubmitOutcomeUnknown,
+    "rate_limited": RateLimited,
+    "server": ServerError,
+    "transport": TransportError,
+    "unreadable": UnreadableAnswer,
+    "retryable": RetryableSegmindError,
+}
+#: Not an outcome: the zero-worker trigger hands the task to a worker before anything was submitted.
+RUN_ON_WORKER = "run_on_worker"
+KINDS = (COMPLETED, *ERROR_KINDS, *DIRECT_KINDS)
 #: Events written by 0.1.0 said ``"status": "error"`` and named the class; these are the names it used.
 _LEGACY_CLASSES = {
     cls.__name__: cls
@@ -64,10 +82,10 @@ def completed_event(request_id: str, result: dict[str, Any]) -> dict[str, Any]:
     return {"status": COMPLETED, "request_id": request_id, "result": result}
 
 
-def kind_of(err: SegmindError) -> str:
-    """The kind of the nearest class of ``err`` in :data:`ERROR_KINDS` (most specific first)."""
+def kind_of(err: SegmindError, table: Mapping[str, type[SegmindError]] = ERROR_KINDS) -> str:
+    """The kind of the nearest class of ``err`` in ``table`` (most specific first)."""
     for cls in type(err).__mro__:
-        for kind, known in ERROR_KINDS.items():
+        for kind, known in table.items():
             if cls is known:
                 return kind
     return "gave_up" if err.retryable else "error"
@@ -86,8 +104,37 @@ def error_event(request_id: str, err: SegmindError) -> dict[str, Any]:
         "status": kind_of(err),
         "request_id": request_id,
         "message": str(err),
-        "error_state": {k: v for k, v in vars(err).items() if isinstance(v, (str, int, float, bool, type(None)))},
+        "error_state": _plain_state(err),
     }
+
+
+def failure_event(request_id: str | None, err: SegmindError, *, waiting: bool = True) -> dict[str, Any]:
+    """The event for a zero-worker job that ended in ``err``: during the wait as :func:`error_event`;
+    before the submit (no request id yet) or while saving the output, the error itself, so the
+    worker raises what ``execute`` would have raised there."""
+    if request_id and waiting:
+        return error_event(request_id, err)
+    return {
+        "status": kind_of(err, {**DIRECT_KINDS, **ERROR_KINDS}),
+        "request_id": request_id or "",
+        "message": str(err),
+        "error_state": _plain_state(err),
+    }
+
+
+def run_on_worker_event(reason: str) -> dict[str, Any]:
+    return {"status": RUN_ON_WORKER, "reason": reason}
+
+
+def run_on_worker_reason(event: Any) -> str | None:
+    """The reason when ``event`` hands the task to a worker (see :func:`run_on_worker_event`), else None."""
+    if isinstance(event, dict) and event.get("status") == RUN_ON_WORKER:
+        return str(event.get("reason") or "no reason given")
+    return None
+
+
+def _plain_state(err: SegmindError) -> dict[str, Any]:
+    return {k: v for k, v in vars(err).items() if isinstance(v, (str, int, float, bool, type(None)))}
 
 
 def result_from_event(event: Any) -> dict[str, Any]:
@@ -102,7 +149,7 @@ def result_from_event(event: Any) -> dict[str, Any]:
         if not isinstance(result, dict):
             raise MalformedResponse(f"the Segmind trigger reported completion without a result body: {event!r}")
         return result
-    cls = ERROR_KINDS[event["status"]]
+    cls = ERROR_KINDS.get(event["status"]) or DIRECT_KINDS[event["status"]]
     if event["status"] == "error" and "error_class" in event:
         cls = _LEGACY_CLASSES.get(str(event["error_class"]), MalformedResponse)
     raise rebuild(cls, str(event.get("message") or event), dict(event.get("error_state") or {}))

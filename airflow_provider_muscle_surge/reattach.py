@@ -92,3 +92,39 @@ def claim(context: Any, fingerprint: str, try_number: int | None) -> None:
     if store is not None:
         placeholder = {"pending": True, "fingerprint": fingerprint, "try_number": try_number, "claimed_at": time.time()}
         store.set(STATE_KEY, placeholder)
+
+
+# --- zero-worker mode: the same record, kept in XCom by the trigger ----------------------------------
+# ``task_state_store`` cannot be reached from a trigger on Airflow 3.3.2 (the call never returns),
+# while XCom can (``aget_one``/``aset``). A task started in the triggerer never runs a worker's
+# start-of-try XCom purge, so the record survives Airflow retries and triggerer restarts. Same
+# scope (dag, run, task, map index) and the same fingerprint rule as the record above.
+XCOM_KEY = "segmind_request"
+
+
+def _xcom_scope(ti: Any) -> dict[str, Any]:
+    return {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
+
+
+async def aload(ti: Any) -> RequestRecord | None:
+    """The request a previous try (or a previous triggerer) made for this task instance, if any."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    return RequestRecord.from_dict(await XCom.aget_one(key=XCOM_KEY, **_xcom_scope(ti)))
+
+
+async def asave(ti: Any, record: RequestRecord) -> None:
+    await apush(ti, XCOM_KEY, record.to_dict())
+
+
+async def aclaim(ti: Any, fingerprint: str, try_number: int | None) -> None:
+    """Write-ahead before a submit made in the triggerer; read back as "nothing to re-attach to"."""
+    placeholder = {"pending": True, "fingerprint": fingerprint, "try_number": try_number, "claimed_at": time.time()}
+    await apush(ti, XCOM_KEY, placeholder)
+
+
+async def apush(ti: Any, key: str, value: Any) -> None:
+    """Push an XCom of this task instance from the triggerer (the value JSON-encoded once)."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    await XCom.aset(key, value, **_xcom_scope(ti))

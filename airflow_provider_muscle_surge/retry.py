@@ -33,6 +33,9 @@ from airflow_provider_muscle_surge.exceptions import InvalidParameter, RateLimit
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Never start an attempt with less time than this: it could not even connect.
+MIN_ATTEMPT_SECONDS = 0.5
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -146,8 +149,7 @@ def _worth_retrying(err: BaseException, resend: bool) -> bool:
 class _Budget:
     """The time one call (all its attempts and waits) may take, on the monotonic clock."""
 
-    #: Never start an attempt with less than this: it could not even connect.
-    MIN_ATTEMPT = 0.5
+    MIN_ATTEMPT = MIN_ATTEMPT_SECONDS
 
     def __init__(self, policy: RetryPolicy, per_attempt: float, until: float | None) -> None:
         total = policy.max_retry_seconds

@@ -46,6 +46,7 @@ from airflow_provider_muscle_surge.exceptions import (
 from airflow_provider_muscle_surge.hooks.settings import DEFAULT_CONN_ID, SegmindSettings
 from airflow_provider_muscle_surge.hooks.time_limit import TimeLimit, time_limited_session
 from airflow_provider_muscle_surge.polling import PollSchedule, Step, Watch
+from airflow_provider_muscle_surge.retry import MIN_ATTEMPT_SECONDS
 from airflow_provider_muscle_surge.uris import storage_path
 
 if TYPE_CHECKING:
@@ -143,9 +144,19 @@ class SegmindHook(HttpHook):
     hook_name = "Segmind"
     default_host = contract.DEFAULT_HOST
 
-    def __init__(self, segmind_conn_id: str = DEFAULT_CONN_ID, method: str = "POST", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        segmind_conn_id: str = DEFAULT_CONN_ID,
+        method: str = "POST",
+        *,
+        settings: SegmindSettings | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(method=method, http_conn_id=segmind_conn_id, **kwargs)
         self.segmind_conn_id = segmind_conn_id
+        if settings is not None:
+            # Already read (e.g. with aget_connection in a triggerer): no blocking connection lookup.
+            self.__dict__["settings"] = settings
 
     # --- connection -------------------------------------------------------------------------------
     @cached_property
@@ -192,14 +203,20 @@ class SegmindHook(HttpHook):
         max_bytes: int = MAX_ANSWER_BYTES,
         resend: bool = True,
         whole_response: bool = False,
+        rated: bool = False,
     ) -> Any:
         """One API call: each attempt time-limited as a whole, retried per the connection's policy.
 
         Returns the decoded answer, or (``whole_response``) the ``requests.Response`` holding it.
+        Each attempt first waits for the key's process-wide budget, as in the async hook (threads
+        of one worker share it with its triggers' and waits' calls): a 429's pause, and a token
+        when ``rated`` (status and result calls).
         """
         settings = self.settings
+        budget = settings.key_budget()
 
         def attempt(limit: float) -> Any:
+            limit = max(MIN_ATTEMPT_SECONDS, limit - budget.acquire_sync(rated=rated))
             with TimeLimit(limit) as clock:
                 try:
                     response = self.session.request(
@@ -217,14 +234,15 @@ class SegmindHook(HttpHook):
                 if clock.expired:  # the shutdown may read as a clean end of a body without a length
                     raise transport_error(requests.exceptions.ReadTimeout(), url, clock)
             answer = RawAnswer(response.status_code, response.headers, content, complete)
-            body = answers.interpret(
-                answer,
-                url=url,
-                api_key=settings.api_key,
-                request_id=request_id,
-                failed_is_answer=failed_is_answer,
-                binary=binary,
-            )
+            with budget.pausing_on_429(settings.retry.max_retry_after):
+                body = answers.interpret(
+                    answer,
+                    url=url,
+                    api_key=settings.api_key,
+                    request_id=request_id,
+                    failed_is_answer=failed_is_answer,
+                    binary=binary,
+                )
             if whole_response:
                 response._content = content  # what was read (capped), so .json() and .text work
                 return response
@@ -307,12 +325,14 @@ class SegmindHook(HttpHook):
         (or the connection extra of that name) says availability matters more than cost.
         """
         body = contract.validate_payload(model, payload)
-        with SubmitOutcomeUnknown.guard(model):
+        settings = self.settings
+        slot = settings.key_budget().submit_slot_sync(settings.retry.max_retry_seconds)
+        with slot, SubmitOutcomeUnknown.guard(model):
             answer = self._call(
                 "POST",
-                self.settings.url(contract.v2_submit_path(model)),
+                settings.url(contract.v2_submit_path(model)),
                 json=body,
-                resend=self.settings.resend(resubmit_on_unknown_outcome),
+                resend=settings.resend(resubmit_on_unknown_outcome),
             )
         submission = self.settings.pin(contract.Submission.parse(answer))
         self.log.info("Submitted %s request %s", model, submission.request_id)
@@ -321,14 +341,14 @@ class SegmindHook(HttpHook):
     def get_status(self, request_id: str) -> dict[str, Any]:
         """The status body; a FAILED request is returned (its 422 is an answer, not an error)."""
         url = self.settings.url(contract.status_path(request_id))
-        body = self._call("GET", url, request_id=request_id, failed_is_answer=True)
+        body = self._call("GET", url, request_id=request_id, failed_is_answer=True, rated=True)
         return contract.require_json_object(body, f"the status of {request_id}")
 
     def get_result(self, request_id: str) -> dict[str, Any]:
         """The final body of a COMPLETED request (``output``, ``metrics``); raises on FAILED."""
         url = self.settings.url(contract.result_path(request_id))
         return contract.completed_result(
-            self._call("GET", url, request_id=request_id, failed_is_answer=True), request_id
+            self._call("GET", url, request_id=request_id, failed_is_answer=True, rated=True), request_id
         )
 
     def wait_for_request(

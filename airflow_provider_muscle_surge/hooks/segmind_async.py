@@ -30,6 +30,7 @@ from airflow_provider_muscle_surge.exceptions import (
 )
 from airflow_provider_muscle_surge.hooks.settings import DEFAULT_CONN_ID, SegmindSettings
 from airflow_provider_muscle_surge.polling import PollSchedule, Step, Watch
+from airflow_provider_muscle_surge.retry import MIN_ATTEMPT_SECONDS
 
 CONNECT_TIMEOUT = 10.0
 #: How long the final status call at the deadline may take: the wait ends by deadline + this.
@@ -79,12 +80,19 @@ class SegmindAsyncHook(BaseHook):
         failed_is_answer: bool = False,
         until: float | None = None,
         resend: bool = True,
+        rated: bool = False,
     ) -> Any:
-        """One API call, as in the sync hook: each attempt limited in total time, no redirects, capped body."""
+        """One API call, as in the sync hook: each attempt limited in total time, no redirects, capped body.
+
+        Every attempt first waits for the key's budget (``hooks/key_budget.py``): a 429's pause, and
+        a token when ``rated`` (status and result calls); the wait never passes ``until`` and is taken
+        out of the attempt's time limit. A 429 with a reset time pauses every caller on the key.
+        """
         if self._session is None:
             raise RuntimeError("use SegmindAsyncHook inside 'async with': it owns one HTTP session per block")
         settings = await self.get_settings()
         session = self._session
+        budget = settings.key_budget()
 
         async def fetch(limit: float) -> RawAnswer:
             timeout = aiohttp.ClientTimeout(total=limit, sock_connect=min(CONNECT_TIMEOUT, limit))
@@ -98,14 +106,17 @@ class SegmindAsyncHook(BaseHook):
                 return RawAnswer(response.status, response.headers, bytes(content[:MAX_ANSWER_BYTES]), complete)
 
         async def attempt(limit: float) -> Any:
+            waited = await budget.acquire(rated=rated, until=until)
+            limit = max(MIN_ATTEMPT_SECONDS, limit - waited)
             try:
                 # wait_for on top of aiohttp's own total: the bound holds whatever phase the call is in.
                 answer = await asyncio.wait_for(fetch(limit), timeout=limit + 0.5)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
                 raise transport_error(err, url) from None
-            return answers.interpret(
-                answer, url=url, api_key=settings.api_key, request_id=request_id, failed_is_answer=failed_is_answer
-            )
+            with budget.pausing_on_429(settings.retry.max_retry_after):
+                return answers.interpret(
+                    answer, url=url, api_key=settings.api_key, request_id=request_id, failed_is_answer=failed_is_answer
+                )
 
         return await settings.retry.acall(attempt, per_attempt=settings.timeout, until=until, resend=resend)
 
@@ -115,25 +126,27 @@ class SegmindAsyncHook(BaseHook):
         """v2 submit with the sync hook's rule: an unknown outcome is never posted again unless opted in."""
         settings = await self.get_settings()
         body = contract.validate_payload(model, payload)
-        with SubmitOutcomeUnknown.guard(model):
-            answer = await self._call(
-                "POST",
-                settings.url(contract.v2_submit_path(model)),
-                json=body,
-                resend=settings.resend(resubmit_on_unknown_outcome),
-            )
+        # At most max_concurrent_submits in flight per key in this process (pools do not bound the triggerer).
+        async with settings.key_budget().submit_slot(settings.retry.max_retry_seconds):
+            with SubmitOutcomeUnknown.guard(model):
+                answer = await self._call(
+                    "POST",
+                    settings.url(contract.v2_submit_path(model)),
+                    json=body,
+                    resend=settings.resend(resubmit_on_unknown_outcome),
+                )
         return settings.pin(contract.Submission.parse(answer))
 
     async def get_status(self, request_id: str, *, until: float | None = None) -> dict[str, Any]:
         settings = await self.get_settings()
         url = settings.url(contract.status_path(request_id))
-        body = await self._call("GET", url, request_id=request_id, failed_is_answer=True, until=until)
+        body = await self._call("GET", url, request_id=request_id, failed_is_answer=True, until=until, rated=True)
         return contract.require_json_object(body, f"the status of {request_id}")
 
     async def get_result(self, request_id: str, *, until: float | None = None) -> dict[str, Any]:
         settings = await self.get_settings()
         url = settings.url(contract.result_path(request_id))
-        body = await self._call("GET", url, request_id=request_id, failed_is_answer=True, until=until)
+        body = await self._call("GET", url, request_id=request_id, failed_is_answer=True, until=until, rated=True)
         return contract.completed_result(body, request_id)
 
     async def wait_for_request(
@@ -171,6 +184,20 @@ class SegmindAsyncHook(BaseHook):
                 raise PollingGaveUp.after(request_id, err) from None
             await asyncio.sleep(step.delay or 0.0)
 
+
+    async def download(self, url: str, destination: Any, *, max_bytes: int | None = None) -> Any:
+        """The sync hook's :meth:`SegmindHook.download` in a worker thread: one set of download rules.
+
+        Same limits (size cap, the rate-based time limit, retries), the same ``.part`` file renamed
+        into place and the same cleanup, no key sent to the output's host. The file I/O and the
+        blocking socket stay off the event loop; the thread is bounded by the download's own time
+        limit. Returns the :class:`~airflow_provider_muscle_surge.hooks.segmind.SavedFile`.
+        """
+        from airflow_provider_muscle_surge.hooks.segmind import DEFAULT_MAX_DOWNLOAD_BYTES, SegmindHook
+
+        sync_hook = SegmindHook(self.segmind_conn_id, settings=await self.get_settings())
+        limit = DEFAULT_MAX_DOWNLOAD_BYTES if max_bytes is None else max_bytes
+        return await asyncio.to_thread(sync_hook.download, url, destination, max_bytes=limit)
 
 def transport_error(err: BaseException, url: str) -> SegmindError:
     """What an aiohttp failure means: refused before sending, cut by the time limit, lost, or bad TLS."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_muscle_surge.checks import finite_number
 from airflow_provider_muscle_surge.contract import (
     API_KEY_HEADER,
     DEFAULT_HOST,
@@ -20,6 +21,12 @@ from airflow_provider_muscle_surge.contract import (
 )
 from airflow_provider_muscle_surge.contract import DEFAULT_CONN_ID as DEFAULT_CONN_ID  # for the hooks and trigger
 from airflow_provider_muscle_surge.exceptions import AuthenticationError, InvalidParameter
+from airflow_provider_muscle_surge.hooks.key_budget import (
+    DEFAULT_MAX_CONCURRENT_SUBMITS,
+    DEFAULT_STATUS_CALLS_PER_SECOND,
+    KeyBudget,
+    budget_for,
+)
 from airflow_provider_muscle_surge.retry import RetryPolicy, seconds_from_extra
 from airflow_provider_muscle_surge.urls import Origin, checked_url, origin_of
 
@@ -42,6 +49,10 @@ class SegmindSettings:
     poll: dict[str, Any]
     #: Resubmit when a submit's answer is lost after sending (may pay twice). Off unless opted in.
     resubmit_on_unknown_outcome: bool = False
+    #: Status and result calls per second for this key, shared by every waiter of the process.
+    max_status_calls_per_second: float = DEFAULT_STATUS_CALLS_PER_SECOND
+    #: Paid submits in flight for this key in the process (pools do not bound the triggerer).
+    max_concurrent_submits: int = DEFAULT_MAX_CONCURRENT_SUBMITS
 
     @classmethod
     def from_connection(cls, conn: Connection) -> SegmindSettings:
@@ -73,6 +84,17 @@ class SegmindSettings:
             timeout=seconds_from_extra(extra, "timeout", DEFAULT_TIMEOUT),
             poll=dict(poll),
             resubmit_on_unknown_outcome=_flag(extra, "resubmit_on_unknown_outcome"),
+            max_status_calls_per_second=_rate(extra, "max_status_calls_per_second"),
+            max_concurrent_submits=_count(extra, "max_concurrent_submits"),
+        )
+
+    def key_budget(self) -> KeyBudget:
+        """The process-wide budget of this connection's key on its origin (see ``hooks/key_budget.py``)."""
+        return budget_for(
+            str(self.origin),
+            self.api_key,
+            status_rate=self.max_status_calls_per_second,
+            max_submits=self.max_concurrent_submits,
         )
 
     @property
@@ -110,3 +132,30 @@ def _flag(extra: dict[str, Any], name: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidParameter(f"extra.{name}", value, "true or false")
     return value
+
+
+#: Bounds of the budget extras: below the lowest, a wait would last minutes per call; above the
+#: highest, the bucket would no longer bound anything a process can send.
+_MIN_RATE, _MAX_RATE = 0.1, 10_000.0
+_MAX_SUBMITS = 1000
+
+
+def _rate(extra: dict[str, Any], name: str) -> float:
+    value = extra.get(name)
+    if value in (None, ""):
+        return DEFAULT_STATUS_CALLS_PER_SECOND
+    rule = f"calls per second, a finite number from {_MIN_RATE:g} to {_MAX_RATE:g}"
+    number = finite_number(f"extra.{name}", value, rule)
+    if not _MIN_RATE <= number <= _MAX_RATE:
+        raise InvalidParameter(f"extra.{name}", value, rule)
+    return number
+
+
+def _count(extra: dict[str, Any], name: str) -> int:
+    value = extra.get(name)
+    if value in (None, ""):
+        return DEFAULT_MAX_CONCURRENT_SUBMITS
+    rule = f"a whole number from 1 to {_MAX_SUBMITS}"
+    if isinstance(value, bool) or not str(value).strip().isdigit() or not 1 <= int(str(value)) <= _MAX_SUBMITS:
+        raise InvalidParameter(f"extra.{name}", value, rule)
+    return int(str(value))

@@ -70,6 +70,11 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
         been accepted and billed. By default the task then fails with ``SubmitOutcomeUnknown``
         instead of submitting again; True resubmits (availability over cost); None takes the
         connection extra ``resubmit_on_unknown_outcome``, default False.
+    :param start_from_trigger: zero-worker mode (Airflow 3.3): the task starts in the triggerer,
+        which validates, submits, waits, saves the output and ends the task; no worker process is
+        started for it. Where that cannot work (see ``zero_worker.py``: mapped tasks, ``airflow
+        dags test``, templates that call into Airflow, outlets ...) the task runs the classic
+        deferrable way and its log says why. Implies ``deferrable=True`` for that fallback.
 
     Every argument is checked before anything is paid: literal values when the DAG is parsed,
     templated ones after rendering, the output folder and the connection's ``extra.poll`` just
@@ -96,6 +101,7 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
         output_path: str | os.PathLike[str] | ObjectStoragePath | None = None,
         reattach: bool = True,
         resubmit_on_unknown_outcome: bool | None = None,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -111,6 +117,9 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
         self.reattach = reattach
         self.resubmit_on_unknown_outcome = resubmit_on_unknown_outcome
         self._request_id: str | None = None
+        #: What the DAG asked for; ``start_from_trigger`` is what Airflow is told (False on a fallback).
+        self.zero_worker = check_flag("start_from_trigger", start_from_trigger)
+        self.zero_worker_fallback: list[str] = []
         # A DAG with a bad literal setting is an import error naming it, not a paid run that fails later.
         self._check_settings()
         if not _is_template(output_path):
@@ -119,6 +128,8 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
             if not isinstance(self.payload, dict):
                 raise InvalidParameter("payload", _short(self.payload), "a JSON object (dict) of model parameters")
             _check_json_payload(self.payload, run_time=False)
+        if self.zero_worker:
+            self._plan_zero_worker()
 
     # --- checks -----------------------------------------------------------------------------------
     def _check_settings(self) -> None:
@@ -138,12 +149,56 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
             "resubmit_on_unknown_outcome", self.resubmit_on_unknown_outcome, optional=True
         )
 
+    def _plan_zero_worker(self) -> None:
+        """Tell Airflow to start this task in the triggerer, unless something needs a worker.
+
+        Runs after the other checks, when the final (literal or templated) values are known. The
+        trigger is given the operator's values as written (templates unrendered): Airflow renders
+        the fields listed both in ``template_fields`` and in the trigger kwargs in the triggerer.
+        """
+        from airflow.triggers.base import StartTriggerArgs
+
+        from airflow_provider_muscle_surge import zero_worker
+
+        if not self.wait_for_completion:
+            raise InvalidParameter(
+                "start_from_trigger",
+                True,
+                "only with wait_for_completion=True: zero-worker mode ends the task when the job is done",
+            )
+        self.deferrable = True  # the fallback is the classic deferrable path
+        self.zero_worker_fallback = zero_worker.fallback_reasons(self)
+        if self.zero_worker_fallback:
+            self.start_from_trigger = False
+            return
+        output_path = self.output_path
+        self.start_from_trigger = True
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls="airflow_provider_muscle_surge.triggers.job.SegmindJobTrigger",
+            trigger_kwargs={
+                **self.trigger_body_kwargs(),
+                "output_path": os.fspath(output_path) if output_path is not None else None,
+                "segmind_conn_id": self.segmind_conn_id,
+                "timeout": self.timeout,
+                "execution_timeout": self.execution_timeout.total_seconds() if self.execution_timeout else None,
+                "poll_interval": self.poll_interval,
+                "poll_schedule": dict(self.poll_schedule),
+                "reattach": self.reattach,
+                "resubmit_on_unknown_outcome": self.resubmit_on_unknown_outcome,
+            },
+            next_method="execute_complete",
+            # Airflow's own bound over the trigger's: its deadline (timeout from the submit) ends it first.
+            timeout=timedelta(seconds=self.timeout) + DEFER_GRACE,
+        )
+
+    def trigger_body_kwargs(self) -> dict[str, Any]:
+        """What the zero-worker trigger builds the body from, under the operator's field names."""
+        return {"model": self.model, "payload": self.payload}
+
     # --- what to send -----------------------------------------------------------------------------
     def request_body(self) -> dict[str, Any]:
         """The validated body; runs after rendering and before any HTTP call."""
-        body = contract.validate_payload(self.model, self.payload)
-        _check_json_payload(body, run_time=True)
-        return body
+        return submit_body(self.model, self.payload)
 
     def hook(self) -> SegmindHook:
         from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
@@ -153,13 +208,12 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
     def schedule(self, hook: SegmindHook) -> PollSchedule:
         """The polling schedule: ``poll_interval``, else the model's with the connection's and this
         operator's overrides on top, each layer checked under its own name."""
-        if self.poll_interval is not None:
-            return PollSchedule.fixed(check_interval("poll_interval", self.poll_interval))
-        connection = validate_overrides(hook.settings.poll, source="extra.poll")
-        return PollSchedule.checked(self.model, {**connection, **validate_overrides(self.poll_schedule)})
+        return poll_schedule_for(self.model, self.poll_interval, self.poll_schedule, hook.settings.poll)
 
     # --- execute ----------------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.zero_worker:
+            self._log_fallback(context)
         # Everything that can be wrong is found here, before the first HTTP call: nothing is paid for.
         self._check_settings()
         body = self.request_body()
@@ -221,8 +275,13 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Back from the trigger: map its event to the same result or exception as blocking mode."""
-        from airflow_provider_muscle_surge.events import result_from_event
+        from airflow_provider_muscle_surge.events import result_from_event, run_on_worker_reason
 
+        reason = run_on_worker_reason(event)
+        if reason is not None:
+            # The zero-worker trigger found, before submitting anything, that the worker must do it.
+            self.log.warning("Zero-worker mode handed this task to a worker: %s", reason)
+            return self.execute(context)
         result = result_from_event(event)
         return self._finish(context, self.hook(), str(event["request_id"]), result)  # type: ignore[index]
 
@@ -235,6 +294,19 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
         )
 
     # --- helpers ----------------------------------------------------------------------------------
+    def _log_fallback(self, context: Context) -> None:
+        """Say why a task that asked for zero-worker mode is running in a worker."""
+        if self.zero_worker_fallback:
+            why = "; ".join(self.zero_worker_fallback)
+        elif getattr(context.get("ti"), "map_index", -1) not in (-1, None):
+            why = "a mapped task (Airflow 3.3 starts mapped tasks in a worker)"
+        else:
+            why = "Airflow ran execute() (airflow dags test and dag.test() do, as does a task it could not start there)"
+        self.log.warning(
+            "start_from_trigger=True, but this task runs in a worker: %s. Falling back to the classic deferrable path.",
+            why,
+        )
+
     def _reattach(
         self, context: Context, hook: SegmindHook, body: dict[str, Any]
     ) -> tuple[reattach.RequestRecord | None, dict[str, Any] | None]:
@@ -297,13 +369,48 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
         return self._segmind_result
 
     def _destination(self, request_id: str, output_url: str) -> ObjectStoragePath:
-        """Where the output goes: into ``output_path`` when it names a folder (see :func:`_names_a_folder`),
-        as ``<request id><suffix of the output URL>``; otherwise ``output_path`` is the file."""
-        target = storage_path(self.output_path)  # type: ignore[arg-type]
-        if not _names_a_folder(_text_of(self.output_path), target.is_dir):  # type: ignore[arg-type]
-            return target
-        suffix = PurePosixPath(output_url.split("?", 1)[0]).suffix or ".bin"
-        return target / f"{request_id}{suffix}"
+        return output_destination(self.output_path, request_id, output_url)  # type: ignore[arg-type]
+
+
+# --- shared with the zero-worker trigger --------------------------------------------------------------
+def submit_body(model: str, payload: Any) -> dict[str, Any]:
+    """The validated body of a generic submit (rendered values)."""
+    body = contract.validate_payload(model, payload)
+    _check_json_payload(body, run_time=True)
+    return body
+
+
+def muscle_surge_body(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated muscle-surge body from the typed parameters (unset and empty ones left out)."""
+    return validate_muscle_surge({k: v for k, v in params.items() if v is not None and v != ""})
+
+
+def poll_schedule_for(
+    model: str, poll_interval: float | None, overrides: Mapping[str, Any], connection_poll: Any
+) -> PollSchedule:
+    """The polling schedule: ``poll_interval``, else the model's with the connection's and the
+    operator's overrides on top, each layer checked under its own name."""
+    if poll_interval is not None:
+        return PollSchedule.fixed(check_interval("poll_interval", poll_interval))
+    connection = validate_overrides(connection_poll, source="extra.poll")
+    return PollSchedule.checked(model, {**connection, **validate_overrides(dict(overrides))})
+
+
+def output_destination(
+    output_path: str | os.PathLike[str] | ObjectStoragePath, request_id: str, output_url: str
+) -> ObjectStoragePath:
+    """Where the output goes: into ``output_path`` when it names a folder (see :func:`_names_a_folder`),
+    as ``<request id><suffix of the output URL>``; otherwise ``output_path`` is the file."""
+    target = storage_path(output_path)
+    if not _names_a_folder(_text_of(output_path), target.is_dir):
+        return target
+    suffix = PurePosixPath(output_url.split("?", 1)[0]).suffix or ".bin"
+    return target / f"{request_id}{suffix}"
+
+
+def check_output_path(location: str | os.PathLike[str] | ObjectStoragePath) -> None:
+    """Refuse, before the submit, an output_path the result could not be saved to (see below)."""
+    _check_output_path(location)
 
 
 # --- shared with the sensor ----------------------------------------------------------------------------
@@ -574,6 +681,8 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
                 "MuscleSurgeOperator takes typed parameters: use image_url=, duration=, quality=, motion_mode=, "
                 "seed=, style= (or SegmindSubmitOperator(model='muscle-surge', payload=...))",
             )
+        # Zero-worker planning needs the typed parameters, which are set below: it happens at the end.
+        start_from_trigger = kwargs.pop("start_from_trigger", False)
         super().__init__(model=MUSCLE_SURGE, **kwargs)
         self.image_url = image_url
         self.duration = duration
@@ -591,6 +700,9 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
                 if not _is_template(v) or k in _PARSE_TIME_STAND_INS
             }
         )
+        self.zero_worker = check_flag("start_from_trigger", start_from_trigger)
+        if self.zero_worker:
+            self._plan_zero_worker()
 
     def _params(self) -> dict[str, Any]:
         params = {
@@ -604,7 +716,11 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
         return {k: v for k, v in params.items() if v is not None and v != ""}
 
     def request_body(self) -> dict[str, Any]:
-        return validate_muscle_surge(self._params())
+        return muscle_surge_body(self._params())
+
+    def trigger_body_kwargs(self) -> dict[str, Any]:
+        fields = ("image_url", "duration", "quality", "motion_mode", "seed", "style")
+        return {"model": self.model, "payload": None, **{name: getattr(self, name) for name in fields}}
 
 
 #: Stand-ins for templated parameters at parse time, each compatible with every other value.
