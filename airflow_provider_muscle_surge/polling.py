@@ -10,6 +10,15 @@ be done yet. :class:`PollSchedule` polls sparsely while completion is unlikely, 
 window around the model's typical render time, then backs off geometrically on long tails up
 to a ceiling (which bounds the worst detection delay). Jitter keeps thousands of jobs from
 polling in lockstep.
+
+Why it learns: one expected render time does not fit every job (a 360p clip renders faster
+than a 1080p one, a busy service is slower). When a wait names its render class
+(``PollSchedule.render_class``, set by the operator from the request body), the :class:`Watch`
+places the dense window where this process has seen jobs of that class end
+(:mod:`airflow_provider_muscle_surge.learning`), counts from the job's start when it saw the job
+leave the queue, and reports the completion back. The first look, the dense interval, the
+back-off and the ceiling are the schedule's own; explicit ``expected_seconds``,
+``spread_seconds``, ``fixed_interval`` (or ``poll_interval``) win over what was learned.
 """
 
 from __future__ import annotations
@@ -17,12 +26,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from airflow_provider_muscle_surge.checks import at_least, finite_number, positive_seconds
 from airflow_provider_muscle_surge.contract import RequestStatus, live_status
 from airflow_provider_muscle_surge.exceptions import InferenceTimeout, InvalidParameter
+from airflow_provider_muscle_surge.learning import RENDER_TIMES, RenderTimes
 from airflow_provider_muscle_surge.models import typical_render_seconds
 from airflow_provider_muscle_surge.models.muscle_surge import MUSCLE_SURGE
 
@@ -33,14 +43,24 @@ from airflow_provider_muscle_surge.models.muscle_surge import MUSCLE_SURGE
 MIN_POLL_INTERVAL = 0.2
 #: Jitter is a fraction of each wait; at 1 or more a wait could shrink to nothing.
 MAX_JITTER = 0.5
+#: Fields whose explicit value fixes where the schedule polls: setting one turns learning off
+#: (unless ``learn=True`` is set too: then the value is only the starting guess).
+PINNED_FIELDS = ("expected_seconds", "spread_seconds", "fixed_interval")
+#: Typical share of a job spent QUEUED, until the class's own queue time has been seen.
+DEFAULT_QUEUE_FRACTION = 0.1
+#: While a learning wait sees QUEUED, it looks again within this share of the expected time: the
+#: moment the job starts places the window, so it must not be known only to within 15 s.
+QUEUED_LOOK_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
 class PollSchedule:
     """Seconds to wait before the next status call, as a function of time since submit.
 
-    All fields are plain numbers so a schedule travels in trigger kwargs (``to_dict``).
+    All fields are plain JSON values so a schedule travels in trigger kwargs (``to_dict``).
     ``fixed_interval`` turns it into the classic fixed cadence (the SDK's is 1.0).
+    ``expected_seconds`` and ``spread_seconds`` are the starting point: a :class:`Watch` replaces
+    them with what this process learned about ``render_class`` when ``learn`` is true.
     """
 
     expected_seconds: float = typical_render_seconds(MUSCLE_SURGE)
@@ -54,13 +74,20 @@ class PollSchedule:
     backoff_factor: float = 1.5
     jitter: float = 0.1
     fixed_interval: float | None = None
+    #: Use (and feed) this process's estimate for ``render_class``. False: the fixed expectation.
+    learn: bool = True
+    #: The model and the parameters that change its render time (``models.render_class``); set by
+    #: the operator, never by users. None (the sensor, a schedule of an older version): no learning.
+    render_class: str | None = None
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> PollSchedule:
         return cls(**{"expected_seconds": typical_render_seconds(model), **overrides})
 
     @classmethod
-    def checked(cls, model: str, overrides: Mapping[str, Any] | None = None, /) -> PollSchedule:
+    def checked(
+        cls, model: str, overrides: Mapping[str, Any] | None = None, /, *, render_class: str | None = None
+    ) -> PollSchedule:
         """``for_model`` for user-supplied overrides: every field checked, then the whole schedule.
 
         Callers that merge several layers (the connection's ``extra.poll`` under an operator's
@@ -69,7 +96,9 @@ class PollSchedule:
         wrong together (an operator's ``max_interval`` below the connection's ``dense_interval``).
         """
         checked = validate_overrides(overrides or {})
-        return cls.for_model(model, **checked)
+        if "learn" not in checked and any(name in checked for name in PINNED_FIELDS):
+            checked["learn"] = False  # the user said where to poll: that wins over learning
+        return cls.for_model(model, render_class=render_class, **checked)
 
     @classmethod
     def fixed(cls, interval: float) -> PollSchedule:
@@ -99,6 +128,8 @@ class PollSchedule:
         base = self._base_delay(elapsed, previous_delay)
         if self.jitter:
             base *= 1 + (rng or random).uniform(-self.jitter, self.jitter)
+            if self.fixed_interval is None:
+                base = min(base, self.max_interval)  # the ceiling holds after jitter too
         return max(0.01, base)
 
     def _base_delay(self, elapsed: float, previous_delay: float | None) -> float:
@@ -107,7 +138,13 @@ class PollSchedule:
         spread = self.spread_seconds if self.spread_seconds is not None else 0.1 * self.expected_seconds
         window_start = self.expected_seconds - spread
         window_end = self.expected_seconds + spread
-        first = self.first_poll_seconds if self.first_poll_seconds is not None else 0.33 * self.expected_seconds
+        # The default first look is a third of the way, but never beyond the ceiling: a learned
+        # 120 s class must not leave a job that failed at once unseen for 40 s.
+        first = (
+            self.first_poll_seconds
+            if self.first_poll_seconds is not None
+            else min(0.33 * self.expected_seconds, self.max_interval)
+        )
         if previous_delay is None and elapsed < first:
             return first - elapsed
         # A jittered approach step may land up to ``jitter`` of itself short of the window start:
@@ -162,6 +199,13 @@ def _jitter(field: str, value: Any) -> float:
     return number
 
 
+def _flag(field: str, value: Any) -> bool:
+    # The string "false" is truthy: taken as a bool it would do the opposite of what was written.
+    if not isinstance(value, bool):
+        raise InvalidParameter(field, value, "True or False (a bool, not a string)")
+    return value
+
+
 #: How each ``PollSchedule`` field is checked; ``None`` is allowed only where the field defaults to it.
 _FIELD_CHECKS: dict[str, _Check] = {
     "expected_seconds": positive_seconds,
@@ -172,6 +216,7 @@ _FIELD_CHECKS: dict[str, _Check] = {
     "backoff_factor": at_least(1.0, "of 1 or more (each wait after the window grows by this factor)"),
     "jitter": _jitter,
     "fixed_interval": _optional(check_interval),
+    "learn": _flag,
 }
 
 
@@ -227,6 +272,11 @@ class Watch:
     triggerer keeps the same clock. When the deadline comes, the waiter sleeps exactly up to it
     and polls once more before :class:`InferenceTimeout`: a job that finished in the last
     interval is not reported as timed out.
+
+    When the schedule learns (``learn`` and a ``render_class``), ``plan`` is the schedule with
+    the window this process learned for the class (taken once, when the wait starts), the
+    schedule's clock is moved by the job's queueing beyond the class's typical queue (``shift``),
+    and a COMPLETED answer is reported to ``store``.
     """
 
     request_id: str
@@ -236,22 +286,96 @@ class Watch:
     last_status: RequestStatus | None = None
     last_delay: float | None = None
     polls: int = 0
+    store: RenderTimes = field(default=RENDER_TIMES, repr=False)
+    #: The schedule this wait follows: ``schedule`` with the learned window, if any.
+    plan: PollSchedule = field(init=False)
+    #: Seconds since submit of the last look, the last QUEUED answer and the first PROCESSING one.
+    _last_look: float | None = field(default=None, init=False, repr=False)
+    _queued_at: float | None = field(default=None, init=False, repr=False)
+    _processing_at: float | None = field(default=None, init=False, repr=False)
+    _typical_queue: float = field(default=0.0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.plan = self.schedule
+        self._typical_queue = DEFAULT_QUEUE_FRACTION * self.schedule.expected_seconds
+        if not self.learns:
+            return
+        learned = self.store.estimate(self.schedule.render_class)  # type: ignore[arg-type]
+        if learned is not None:
+            self.plan = replace(self.schedule, expected_seconds=learned.centre, spread_seconds=learned.spread)
+            # The learned times include the short queues nobody sees (a job already running at the
+            # first look); only queueing beyond this share moves the window.
+            self._typical_queue = DEFAULT_QUEUE_FRACTION * learned.centre
+
+    @property
+    def learns(self) -> bool:
+        s = self.schedule
+        return bool(s.learn and s.render_class and s.fixed_interval is None)
 
     def step(self, body: Any, now: float | None = None) -> Step:
         """Interpret one status body. Raises ``InferenceFailed`` (FAILED) or ``InferenceTimeout``."""
         now = time.time() if now is None else now
         self.polls += 1
         status = live_status(body, self.request_id)
+        elapsed = now - self.submitted_at
+        previous_look, self._last_look = self._last_look, elapsed
         changed = status is not self.last_status
-        self.last_status = status
         if status is RequestStatus.COMPLETED:
+            if self.learns:
+                self._report(elapsed, previous_look)
+            self.last_status = status
             return Step(status, changed, None)
+        self.last_status = status
+        if status is RequestStatus.QUEUED:
+            self._queued_at = elapsed
+        elif self._processing_at is None:
+            self._processing_at = elapsed
+            if self.learns and self._queued_at is not None:
+                # The job started somewhere between the last two looks: the window widens by half of that.
+                plan = self.plan
+                spread = plan.spread_seconds if plan.spread_seconds is not None else 0.1 * plan.expected_seconds
+                self.plan = replace(plan, spread_seconds=spread + (elapsed - self._queued_at) / 2)
         remaining = self.deadline - now
         if remaining <= 0:
             raise InferenceTimeout(self.request_id, now - self.submitted_at, status.value)
-        delay = min(self.schedule.delay(now - self.submitted_at, self.last_delay), remaining)
+        delay = self.plan.delay(elapsed - self.shift(elapsed), self.last_delay)
+        if status is RequestStatus.QUEUED and self.learns:
+            # Look again soon enough to see when it starts: that start places the window.
+            delay = min(delay, max(self.plan.dense_interval, QUEUED_LOOK_FRACTION * self.plan.expected_seconds))
+        delay = min(delay, remaining)
         self.last_delay = delay
         return Step(status, changed, delay)
+
+    def shift(self, elapsed: float) -> float:
+        """Seconds the schedule's clock runs behind the submit: this job's queueing beyond the typical.
+
+        Still QUEUED: the job cannot end before it starts, so the window moves with the queue.
+        Seen leaving the queue (a QUEUED answer, then a PROCESSING one): the window is placed from
+        the middle of that interval. Otherwise (the job was already running at the first look,
+        or the schedule does not learn) the clock counts from the submit. Never negative: a job
+        that started early is polled like any other, not earlier.
+        """
+        if not self.learns:
+            return 0.0
+        if self.last_status is RequestStatus.QUEUED:
+            return max(0.0, elapsed - self._typical_queue)
+        start = self.started_at
+        if start is not None:
+            return max(0.0, start - self._typical_queue)
+        return 0.0
+
+    @property
+    def started_at(self) -> float | None:
+        """Seconds after submit the job left the queue, when a QUEUED then a PROCESSING answer showed it."""
+        if self._queued_at is None or self._processing_at is None or self._processing_at < self._queued_at:
+            return None
+        return (self._queued_at + self._processing_at) / 2
+
+    def _report(self, elapsed: float, previous_look: float | None) -> None:
+        # The job ended between the last two looks: take the middle, on the schedule's clock.
+        ended = (elapsed + (previous_look or 0.0)) / 2
+        shift = self.shift(previous_look if previous_look is not None else elapsed)
+        self.store.observe(self.schedule.render_class, ended - shift, self.started_at)  # type: ignore[arg-type]
 
     def first_delay(self, now: float | None = None) -> float:
         """Wait before the first call: none is made while the job cannot plausibly be done."""
@@ -259,7 +383,7 @@ class Watch:
         remaining = self.deadline - now
         if remaining <= 0:
             return 0.0
-        delay = min(self.schedule.delay(now - self.submitted_at), remaining)
+        delay = min(self.plan.delay(now - self.submitted_at), remaining)
         self.last_delay = delay
         return delay
 

@@ -30,7 +30,7 @@ from airflow_provider_muscle_surge.polling import (
     validate_overrides,
 )
 
-# Default muscle-surge schedule: expected 45.5 s, dense window 40.95-50.05 s, first poll at ~15 s.
+# Default muscle-surge schedule: expected 45.5 s, dense window 40.95-50.05 s, first poll at 15 s.
 STEADY = PollSchedule(jitter=0.0)
 WINDOW_START = 45.5 - 4.55
 WINDOW_END = 45.5 + 4.55
@@ -49,7 +49,23 @@ def poll_times(schedule: PollSchedule, until: float, rng: random.Random | None =
 
 # --- PollSchedule shape ------------------------------------------------------------------------
 def test_no_poll_before_a_third_of_the_typical_render_time():
-    assert STEADY.delay(0.0) == pytest.approx(0.33 * 45.5)
+    assert PollSchedule(jitter=0.0, expected_seconds=30.0).delay(0.0) == pytest.approx(0.33 * 30.0)
+
+
+def test_the_first_look_is_never_later_than_the_ceiling():
+    """A third of 45.5 s is 15.015 s; a third of a 300 s job 99 s: both capped at max_interval."""
+    assert STEADY.delay(0.0) == 15.0
+    assert PollSchedule(jitter=0.0, expected_seconds=300.0, max_interval=20.0).delay(0.0) == 20.0
+
+
+def test_an_explicit_first_look_is_kept_even_beyond_the_ceiling():
+    assert PollSchedule(jitter=0.0, first_poll_seconds=60.0).delay(0.0) == 60.0
+
+
+def test_jitter_never_takes_a_wait_beyond_the_ceiling():
+    schedule = PollSchedule(jitter=0.5)
+    rng = random.Random(3)
+    assert max(schedule.delay(500.0, 15.0, rng) for _ in range(500)) <= 15.0
 
 
 def test_the_first_poll_time_can_be_set():
@@ -158,7 +174,8 @@ def test_valid_overrides_come_back_as_numbers_and_build_the_schedule_they_descri
     overrides = {"expected_seconds": "30", "dense_interval": 2, "max_interval": 20.0, "first_poll_seconds": 0}
     checked = validate_overrides(overrides)
     assert checked == {"expected_seconds": 30.0, "dense_interval": 2.0, "max_interval": 20.0, "first_poll_seconds": 0.0}
-    assert PollSchedule.checked("muscle-surge", overrides) == PollSchedule(**checked)
+    # An explicit expected_seconds says where to poll: it turns learning off (see test_learning.py).
+    assert PollSchedule.checked("muscle-surge", overrides) == PollSchedule(**checked, learn=False)
 
 
 def test_none_is_allowed_where_the_field_defaults_to_none():
@@ -170,8 +187,14 @@ def test_an_unknown_field_is_refused_naming_it_and_listing_the_valid_ones():
     with pytest.raises(InvalidParameter) as info:
         validate_overrides({"dense_intreval": 0.5})
     assert info.value.field == "poll_schedule.dense_intreval"
-    for name in PollSchedule.__dataclass_fields__:
+    for name in set(PollSchedule.__dataclass_fields__) - {"render_class"}:
         assert name in info.value.rule
+
+
+def test_the_render_class_is_set_by_the_provider_not_by_users():
+    with pytest.raises(InvalidParameter) as info:
+        validate_overrides({"render_class": "muscle-surge quality=360p"})
+    assert info.value.field == "poll_schedule.render_class"
 
 
 @pytest.mark.parametrize(
@@ -194,6 +217,8 @@ def test_an_unknown_field_is_refused_naming_it_and_listing_the_valid_ones():
         ({"jitter": 1.0}, "jitter"),
         ({"fixed_interval": 0}, "fixed_interval"),
         ({"fixed_interval": False}, "fixed_interval"),
+        ({"learn": "false"}, "learn"),
+        ({"learn": 0}, "learn"),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else v,
 )
@@ -374,7 +399,9 @@ def test_a_job_finishing_in_the_last_interval_is_completed_not_timed_out():
 
 
 def test_first_delay_skips_the_time_the_job_cannot_be_done():
-    assert watch().first_delay(now=1000.0) == pytest.approx(0.33 * 45.5)
+    assert watch(schedule=PollSchedule(jitter=0.0, expected_seconds=30.0)).first_delay(now=1000.0) == pytest.approx(
+        0.33 * 30.0
+    )
 
 
 def test_first_delay_is_zero_when_the_deadline_already_passed():

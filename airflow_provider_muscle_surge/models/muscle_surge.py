@@ -23,8 +23,11 @@ from airflow_provider_muscle_surge.exceptions import InvalidParameter
 from airflow_provider_muscle_surge.uris import image_data_uri_bytes
 
 MUSCLE_SURGE = "muscle-surge"
-#: The model page says a job takes about 45.5 s; the polling schedule is centred on it.
+#: The model page says a job takes about 45.5 s; the polling schedule starts centred on it.
 TYPICAL_RENDER_SECONDS = 45.5
+#: What plausibly changes a job's render time (more pixels, more frames, a faster mode): jobs
+#: alike in these form one render class, whose render time the polling schedule learns.
+RENDER_CLASS_PARAMETERS = ("quality", "duration", "motion_mode")
 
 DURATIONS = (5, 8)
 QUALITIES = ("360p", "540p", "720p", "1080p")

@@ -29,6 +29,17 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _job_seconds_rule(text: str) -> tuple[str, float]:
+    rule, sep, seconds = text.rpartition("=")
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = -1.0
+    if not sep or "=" not in rule or value < 0:
+        raise argparse.ArgumentTypeError(f"expected PARAM=VALUE=SECONDS (e.g. quality=1080p=90), got {text!r}")
+    return rule, value
+
+
 #: Fields of :class:`EmulatorConfig` that have a flag (the field name with dashes): (type, help).
 #: One table for the parser and for :func:`config_from_args`, so a flag and its field cannot drift apart.
 OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -69,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"accepted API key; repeatable (default: {DEFAULT_API_KEY!r} when none is given)",
     )
     parser.add_argument(
+        "--job-seconds-for",
+        action="append",
+        type=_job_seconds_rule,
+        dest="job_seconds_for",
+        metavar="PARAM=VALUE=SECONDS",
+        help="mean render time of muscle-surge jobs with this parameter value, e.g. quality=1080p=90; "
+        "repeatable, the first match wins (default: --job-seconds for every job)",
+    )
+    parser.add_argument(
         "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level"
     )
     return parser
@@ -77,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     return EmulatorConfig(
         api_keys=tuple(args.api_keys or (DEFAULT_API_KEY,)),
+        job_seconds_for=dict(args.job_seconds_for or ()),
         **{name: getattr(args, name) for name in OPTIONS},
     )
 

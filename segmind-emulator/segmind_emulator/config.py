@@ -7,7 +7,7 @@ one ``--flag``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from segmind_emulator import api_facts
@@ -33,6 +33,10 @@ class EmulatorConfig:
     job_seconds: float = api_facts.MUSCLE_SURGE_RENDER_SECONDS
     #: Standard deviation of the render time, as a fraction of the mean.
     job_spread: float = 0.06
+    #: Mean render time of muscle-surge jobs with a given parameter value, ``{"quality=1080p": 90.0}``:
+    #: the real service's time depends on the parameters. The first matching entry wins; other
+    #: jobs take ``job_seconds``.
+    job_seconds_for: dict[str, float] = field(default_factory=dict)
     #: How long a v2 request record lives, counted from its submission.
     retention_seconds: float = float(api_facts.RETENTION_SECONDS)
     api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
@@ -51,6 +55,14 @@ class EmulatorConfig:
     #: Largest input image (fetched from ``image_url`` or decoded from a data URI), in bytes.
     max_image_bytes: int = 25 * 1024 * 1024
 
+    def mean_job_seconds(self, params: dict[str, object]) -> float:
+        """The mean render time of a muscle-surge job with these parameters (see ``job_seconds_for``)."""
+        for rule, seconds in self.job_seconds_for.items():
+            name, _, value = rule.partition("=")
+            if str(params.get(name)) == value:
+                return seconds
+        return self.job_seconds
+
     def __post_init__(self) -> None:
         if isinstance(self.api_keys, str):
             self.api_keys = (self.api_keys,)
@@ -59,6 +71,11 @@ class EmulatorConfig:
             self.data_dir = Path(self.data_dir)
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be within 0..1, got {self.fault_rate}")
+        self.job_seconds_for = dict(self.job_seconds_for)
+        for rule, seconds in self.job_seconds_for.items():
+            name, sep, value = rule.partition("=")
+            if not (sep and name and value) or not seconds >= 0:
+                raise ValueError(f"job_seconds_for needs PARAMETER=VALUE -> seconds >= 0, got {rule!r}: {seconds!r}")
         if self.job_seconds < 0 or self.job_spread < 0:
             raise ValueError("job_seconds and job_spread must not be negative")
         if self.retention_seconds <= 0:

@@ -84,7 +84,14 @@ class Pipeline:
     # --- jobs ------------------------------------------------------------------------------------
     def new_job(self, model: str, params: dict[str, Any], key: str) -> Job:
         """An accepted job with its drawn timeline; its work starts at once in the background."""
-        mean = self.config.job_seconds * api_facts.typical_render_seconds(model) / api_facts.MUSCLE_SURGE_RENDER_SECONDS
+        if model == api_facts.MUSCLE_SURGE:
+            mean = self.config.mean_job_seconds(params)
+        else:
+            mean = (
+                self.config.job_seconds
+                * api_facts.typical_render_seconds(model)
+                / api_facts.MUSCLE_SURGE_RENDER_SECONDS
+            )
         seconds = draw_render_seconds(self._rng, mean, self.config.job_spread)
         job = Job(
             request_id=str(uuid.uuid4()),
