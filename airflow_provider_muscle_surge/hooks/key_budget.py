@@ -144,8 +144,13 @@ class KeyBudget:
     def configure(self, status_rate: float, max_submits: int) -> None:
         """Apply a connection's values (the connection read last wins; connections sharing a key should agree)."""
         with self._lock:
-            if status_rate != self._bucket.rate:
-                self._bucket.rate, self._bucket.burst = status_rate, _burst(status_rate)
+            bucket = self._bucket
+            if status_rate != bucket.rate:
+                # The calls already queued keep their number, not their seconds: re-time them at the new rate.
+                now = time.monotonic()
+                queued = max(0.0, bucket.tat - now) * bucket.rate
+                bucket.rate, bucket.burst = status_rate, _burst(status_rate)
+                bucket.tat = now + queued / status_rate
             self._max_submits = max_submits
         self._dispatch_submits()
 
