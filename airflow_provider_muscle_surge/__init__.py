@@ -110,6 +110,18 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["boolean", "null"], "examples": [False]},
                         "description": "May pay twice: only when availability matters more than cost (default off).",
                     },
+                    "max_status_calls_per_second": {
+                        "label": "Status calls per second (per key)",
+                        "schema": {"type": ["number", "null"], "minimum": 0.1, "maximum": 10000, "examples": [10]},
+                        "description": "Shared by every wait in a process (a whole triggerer) using this API key; "
+                        "a burst stretches polling intervals instead (default 10).",
+                    },
+                    "max_concurrent_submits": {
+                        "label": "Submits in flight (per key)",
+                        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000, "examples": [8]},
+                        "description": "Paid submits in flight at once per process and API key; pools do not "
+                        "bound tasks that submit from the triggerer (default 8).",
+                    },
                     "poll": {
                         "label": "Polling schedule",
                         "schema": {
@@ -133,6 +145,8 @@ def get_provider_info() -> dict[str, Any]:
                         "initial_backoff": "1",
                         "max_backoff": "30",
                         "max_retry_after": "60",
+                        "max_status_calls_per_second": "10",
+                        "max_concurrent_submits": "8",
                     },
                 },
             }

@@ -68,6 +68,8 @@ def test_every_connection_form_field_is_read_by_the_hook():
         "max_retry_after": 11,
         "resubmit_on_unknown_outcome": True,
         "poll": {"expected_seconds": 30},
+        "max_status_calls_per_second": 3.5,
+        "max_concurrent_submits": 2,
     }
     assert set(extra) == set(segmind_connection_type()["conn-fields"])
     conn = Connection(
@@ -85,6 +87,7 @@ def test_every_connection_form_field_is_read_by_the_hook():
     assert settings.timeout == 7.0
     assert settings.resubmit_on_unknown_outcome is True
     assert settings.poll == {"expected_seconds": 30}
+    assert (settings.max_status_calls_per_second, settings.max_concurrent_submits) == (3.5, 2)
 
 
 def test_every_connection_form_field_has_a_label_and_a_json_schema():
@@ -98,7 +101,9 @@ def test_every_extra_the_hook_reads_is_in_the_connection_form():
 
     from airflow_provider_muscle_surge.retry import RetryPolicy
 
-    read = {"upload_url", "timeout", "poll", "resubmit_on_unknown_outcome", *(f.name for f in fields(RetryPolicy))}
+    budget = {"max_status_calls_per_second", "max_concurrent_submits"}
+    read = {"upload_url", "timeout", "poll", "resubmit_on_unknown_outcome", *budget}
+    read |= {f.name for f in fields(RetryPolicy)}
     assert set(segmind_connection_type()["conn-fields"]) == read
 
 
