@@ -32,13 +32,15 @@ from dataclasses import dataclass
 #: Classes remembered per process; the least recently used is forgotten beyond this.
 MAX_CLASSES = 256
 #: Recent samples kept per class (totals and queue times each).
-MAX_SAMPLES = 24
+MAX_SAMPLES = 64
 #: Completions in a row outside the window, on the same side, that mean the distribution moved.
 SHIFT_SAMPLES = 3
 #: Samples needed before the window width is taken from their spread (fewer: +-10 % of the centre).
 MIN_SAMPLES_FOR_SPREAD = 3
-#: The window covers about 90 % of a normal distribution: centre +- this many standard deviations.
-WINDOW_Z = 1.65
+#: The window opens this many standard deviations before the median (about the 5th percentile) ...
+WINDOW_Z_EARLY = 1.65
+#: ... and closes this many after it (about the 99th percentile).
+WINDOW_Z_LATE = 2.33
 #: The narrowest window half-width, as a fraction of the centre (samples are only as exact as the looks).
 MIN_SPREAD_FRACTION = 0.03
 #: The widest window half-width, as a fraction of the centre (beyond it the back-off is cheaper).
@@ -66,17 +68,25 @@ def _median(values: list[float]) -> float:
 
 
 def estimate_of(totals: list[float], queues: list[float] | None = None) -> Estimate | None:
-    """The window for these samples: median +- 1.65 robust standard deviations (MAD), within bounds."""
+    """The window for these samples, from their median and robust standard deviation (MAD).
+
+    It opens :data:`WINDOW_Z_EARLY` deviations before the median and closes :data:`WINDOW_Z_LATE`
+    after it: a job that ends before the window costs one look's delay at most (it is seen at the
+    window's start), one that ends after it is seen by the back-off, seconds late.
+    """
     if not totals:
         return None
-    centre = _median(totals)
+    median = _median(totals)
     if len(totals) < MIN_SAMPLES_FOR_SPREAD:
-        spread = 0.1 * centre  # the default schedule's rule, until there is a spread to measure
+        early = late = 0.1 * median  # the default schedule's rule, until there is a spread to measure
     else:
-        sigma = 1.4826 * _median([abs(x - centre) for x in totals])
-        spread = WINDOW_Z * sigma
-    spread = min(MAX_SPREAD_FRACTION * centre, max(MIN_SPREAD_FRACTION * centre, spread))
-    return Estimate(centre, spread, len(totals), _median(queues) if queues else None)
+        sigma = 1.4826 * _median([abs(x - median) for x in totals])
+        early, late = WINDOW_Z_EARLY * sigma, WINDOW_Z_LATE * sigma
+    low = MIN_SPREAD_FRACTION * median
+    high = MAX_SPREAD_FRACTION * median
+    early, late = min(high, max(low, early)), min(high, max(low, late))
+    centre = median + (late - early) / 2
+    return Estimate(centre, (early + late) / 2, len(totals), _median(queues) if queues else None)
 
 
 class _Class:

@@ -22,6 +22,14 @@ Detection latency = the moment the waiter has the COMPLETED status answer in han
 
 ``--simulate`` runs the same ``Watch``/``PollSchedule`` code against the emulator's render-time
 distribution without I/O (zero network latency): instant, for tuning the schedule's defaults.
+
+``--grid`` (simulation, the same ``Watch``/``PollSchedule`` code, no I/O) compares the schedules
+on streams of jobs whose render time is drawn, with the emulator's spread and slow tail, from
+distributions centred at 10 to 120 s, and one stream whose centre moves from 30 s to 75 s
+half-way: SDK (fixed 1 s), fixed 5 s, the fixed expectation (45.5 s, ``learn=False``) and the
+learning schedule (one render class, a store of its own per stream). Jobs overlap as in a
+triggerer (``--in-flight`` of them at a time), so a job learns only from jobs already detected.
+Figures are after a warm-up of ``--warm-up`` jobs; the first job of each stream is shown apart.
 """
 
 from __future__ import annotations
@@ -210,6 +218,160 @@ def run_simulation(args: argparse.Namespace) -> list[Variant]:
     return vs
 
 
+# --- the grid: distributions x schedules, simulated ----------------------------------------------------
+#: Streams of the grid: name -> (centre of the first half, centre of the second half) in seconds.
+GRID_STREAMS: dict[str, tuple[float, float]] = {
+    "10 s": (10.0, 10.0),
+    "20 s": (20.0, 20.0),
+    "45.5 s": (45.5, 45.5),
+    "90 s": (90.0, 90.0),
+    "120 s": (120.0, 120.0),
+    "30 s -> 75 s": (30.0, 75.0),
+}
+GRID_CLASS = "muscle-surge bench-class"
+
+
+@dataclass
+class GridRow:
+    name: str
+    calls: list[int] = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
+    first_latency: float = math.nan
+    max_wait: float = 0.0
+
+
+def grid_variants() -> list[tuple[str, Any]]:
+    from airflow_provider_muscle_surge.polling import PollSchedule
+
+    return [
+        ("SDK (fixed 1 s)", PollSchedule.fixed(1.0)),
+        ("fixed 5 s", PollSchedule.fixed(5.0)),
+        ("fixed expectation", PollSchedule(learn=False)),
+        ("learning", PollSchedule(render_class=GRID_CLASS)),
+    ]
+
+
+def simulate_stream(schedule: Any, renders: list[float], gap: float, warm_up: int, name: str) -> GridRow:
+    """Jobs arriving every ``gap`` s, each waited by a real Watch on a simulated clock, in time order.
+
+    A Watch takes the class's estimate when its job arrives and reports when it detects the
+    completion, so overlapping jobs learn only from jobs already detected (as in a triggerer).
+    """
+    import heapq
+
+    from airflow_provider_muscle_surge.learning import RenderTimes
+    from airflow_provider_muscle_surge.polling import Watch
+
+    store = RenderTimes()
+    row = GridRow(name)
+    # (time, order, job index, watch or None for the arrival)
+    events: list[tuple[float, int, int, Any]] = [(i * gap, i, i, None) for i in range(len(renders))]
+    heapq.heapify(events)
+    order = len(renders)
+    while events:
+        now, _, index, watch = heapq.heappop(events)
+        arrived = index * gap
+        if watch is None:
+            watch = Watch(
+                f"sim-{index}", submitted_at=arrived, deadline=arrived + 3600.0, schedule=schedule, store=store
+            )
+            delay = watch.first_delay(now)
+        else:
+            done = arrived + renders[index]
+            step = watch.step({"status": "COMPLETED" if now >= done else "PROCESSING"}, now)
+            if step.done:
+                latency = now - done
+                if index == 0:
+                    row.first_latency = latency
+                if index >= warm_up:
+                    row.calls.append(watch.polls)
+                    row.latency.append(latency)
+                continue
+            delay = step.delay or 0.0
+        row.max_wait = max(row.max_wait, delay)
+        order += 1
+        heapq.heappush(events, (now + delay, order, index, watch))
+    return row
+
+
+def run_grid(args: argparse.Namespace) -> dict[str, Any]:
+    from segmind_emulator.state import draw_render_seconds
+
+    headers = [
+        "stream",
+        "schedule",
+        "jobs",
+        "calls/job",
+        "vs SDK",
+        "detect median s",
+        "detect p99 s",
+        "detect max s",
+        "first job s",
+        "longest wait s",
+    ]
+    rows: list[list[Any]] = []
+    summary: dict[str, Any] = {}
+    verdicts: list[str] = []
+    for stream, (before, after) in GRID_STREAMS.items():
+        rng = random.Random(args.seed)
+        half = args.jobs // 2
+        renders = [draw_render_seconds(rng, before if i < half else after, args.job_spread) for i in range(args.jobs)]
+        gap = before / args.in_flight
+        results = []
+        for name, schedule in grid_variants():
+            random.seed(args.seed + 1)  # the schedule's jitter draws from the module generator
+            results.append(simulate_stream(schedule, renders, gap, args.warm_up, name))
+        sdk = results[0]
+        sdk_calls = common.mean(sdk.calls)
+        summary[stream] = {}
+        for r in results:
+            calls = common.mean(r.calls)
+            entry = {
+                "calls_mean": calls,
+                "calls_vs_sdk": calls / sdk_calls,
+                "latency_median": common.percentile(r.latency, 50),
+                "latency_p99": common.percentile(r.latency, 99),
+                "latency_max": max(r.latency),
+                "first_job_latency": r.first_latency,
+                "max_wait": r.max_wait,
+            }
+            summary[stream][r.name] = entry
+            rows.append(
+                [
+                    stream,
+                    r.name,
+                    len(r.calls),
+                    calls,
+                    f"{entry['calls_vs_sdk']:.2f}x",
+                    entry["latency_median"],
+                    entry["latency_p99"],
+                    entry["latency_max"],
+                    r.first_latency,
+                    r.max_wait,
+                ]
+            )
+        learn, s = summary[stream]["learning"], summary[stream][sdk.name]
+        ceiling = grid_variants()[-1][1].max_interval
+        calls_ok = learn["calls_mean"] <= s["calls_mean"] / 4
+        median_ok = learn["latency_median"] <= s["latency_median"]
+        first_ok = learn["first_job_latency"] <= ceiling and learn["max_wait"] <= ceiling
+        summary[stream]["goals"] = {"calls": calls_ok, "median": median_ok, "first_job_and_ceiling": first_ok}
+        verdicts.append(
+            f"  {stream:>13}: calls {learn['calls_mean']:.2f} vs limit {s['calls_mean'] / 4:.2f} "
+            f"({learn['calls_vs_sdk']:.2f}x) {'MET' if calls_ok else 'MISSED'}; "
+            f"median {learn['latency_median']:.2f} s vs SDK {s['latency_median']:.2f} s "
+            f"{'MET' if median_ok else 'MISSED'}; first job {learn['first_job_latency']:.2f} s, "
+            f"longest wait {learn['max_wait']:.2f} s vs ceiling {ceiling:g} s {'MET' if first_ok else 'MISSED'}"
+        )
+    print(common.table(headers, rows))
+    print(
+        f"\nGoal (after a warm-up of {args.warm_up} jobs): learning calls/job <= 1/4 of the SDK's, median detection "
+        "<= the SDK's; the first job of the unknown class, and every wait, within the ceiling"
+    )
+    print("\n".join(verdicts))
+    return summary
+
+
 def report(vs: list[Variant], args: argparse.Namespace, server_polls: int | None = None) -> dict[str, Any]:
     sdk = vs[0]
     headers = [
@@ -312,6 +474,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep Airflow's import-time objects in the garbage collector's reach",
     )
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="no I/O: streams of jobs centred at 10-120 s and one that shifts 30 -> 75 s; SDK, fixed 5 s, "
+        "fixed expectation and learning side by side (--jobs per stream)",
+    )
+    parser.add_argument(
+        "--in-flight", type=int, default=5, help="--grid: jobs in flight at a time (default %(default)s)"
+    )
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=5,
+        help="--grid: first jobs of a stream left out of the figures (default %(default)s)",
+    )
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -319,6 +496,13 @@ def main(argv: list[str] | None = None) -> int:
         args.concurrency = min(args.concurrency, 20)
 
     common.print_header("bench/polling.py: status calls and detection latency per schedule")
+    if args.grid:
+        print(
+            f"grid simulation: {args.jobs:,} jobs per stream, {args.in_flight} in flight, render spread "
+            f"{args.job_spread} plus the emulator's slow tail, zero network latency, real-time seconds\n"
+        )
+        common.write_json(args.json, run_grid(args))
+        return 0
     if args.simulate:
         print(f"simulation: {args.jobs:,} jobs per schedule, zero network latency, real-time seconds\n")
         summary = report(run_simulation(args), args)
