@@ -18,6 +18,12 @@ alone); the emulator runs in separate processes (``--emulators``). Measured in t
 * CPU utilisation of the trigger process and of the emulator processes (busiest 1 s window), to tell
   which side is the bottleneck; status calls counted by the emulator.
 
+With ``--rate-limit R`` the emulator refuses more than R requests per second per key (429), the
+triggers' connection gets the per-key status budget ``--budget B`` (``max_status_calls_per_second``,
+default 0.8 R), and jobs are submitted with keys of their own so that only the polling draws on the
+polling key. The emulator's own counters, sampled each second from a thread, give the status calls
+per second it answered (mean and busiest second) and the 429s it sent during the trigger phase.
+
 The trigger process imports ``airflow.jobs.triggerer_job_runner`` so that its heap (and so the
 garbage collector's work) resembles a triggerer's; the collector is left as Airflow leaves it.
 Time can be accelerated with ``--speedup`` (emulator and both schedules alike); default real time.
@@ -29,11 +35,13 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import math
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -56,7 +64,7 @@ def _emu_cpu(pids: list[int]) -> float:
 
 
 def _emulator_stats(urls: list[str]) -> dict[str, int]:
-    total: dict[str, int] = {"status_polls": 0, "results": 0, "submissions_total": 0}
+    total: dict[str, int] = {"status_polls": 0, "results": 0, "submissions_total": 0, "rate_limited": 0}
     from segmind_emulator.config import DEFAULT_API_KEY  # common.emulators() starts them so
 
     for url in urls:
@@ -70,9 +78,20 @@ def _emulator_stats(urls: list[str]) -> dict[str, int]:
     return total
 
 
-async def _submit_jobs(conn_ids: list[str], n: int, spread: float, on_job: Any) -> None:
-    """Submit ``n`` jobs round-robin over the connections through the async hook, 64 in flight at most;
-    with ``spread`` > 0, job ``i`` is sent at ``i * spread / n`` seconds (a steady arrival rate)."""
+def _submit_plan(conn_ids: list[str], submit_conns: str) -> list[tuple[str, str]]:
+    """(connection that submits, connection that polls) pairs, used round-robin.
+
+    ``submit_conns`` (``"sub=poll,..."``) gives submits keys of their own, so that with an emulator
+    rate limit the submit burst does not spend the polling key's budget (only the polling is measured).
+    """
+    if not submit_conns:
+        return [(c, c) for c in conn_ids]
+    return [(sub, poll) for sub, _, poll in (pair.partition("=") for pair in submit_conns.split(","))]
+
+
+async def _submit_jobs(plan: list[tuple[str, str]], n: int, spread: float, on_job: Any) -> None:
+    """Submit ``n`` jobs round-robin over the plan's connections through the async hook, 64 in flight at
+    most; with ``spread`` > 0, job ``i`` is sent at ``i * spread / n`` seconds (a steady arrival rate)."""
     from polling import submitted_wall
 
     from airflow_provider_muscle_surge import contract
@@ -82,15 +101,16 @@ async def _submit_jobs(conn_ids: list[str], n: int, spread: float, on_job: Any) 
     sem = asyncio.Semaphore(64)
     t0 = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
-        hooks = [await stack.enter_async_context(SegmindAsyncHook(c)) for c in conn_ids]
+        hooks = [await stack.enter_async_context(SegmindAsyncHook(sub)) for sub, _ in plan]
+        urls = [(await hook.get_settings()).url(contract.v2_submit_path(contract.MUSCLE_SURGE)) for hook in hooks]
 
         async def one(index: int) -> None:
             if spread > 0:
                 await asyncio.sleep(max(0.0, t0 + index * spread / n - time.monotonic()))
-            hook, conn_id = hooks[index % len(hooks)], conn_ids[index % len(conn_ids)]
+            hook, url, conn_id = hooks[index % len(hooks)], urls[index % len(urls)], plan[index % len(plan)][1]
             async with sem:
                 sent = time.time()
-                body = await hook._call("POST", contract.v2_submit_path(contract.MUSCLE_SURGE), json=payload)
+                body = await hook._call("POST", url, json=payload)
                 received = time.time()
             on_job(
                 {
@@ -112,7 +132,8 @@ def submitter(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(job) + "\n")
         sys.stdout.flush()
 
-    asyncio.run(_submit_jobs(args.conn_ids.split(","), args.n, args.spread_seconds / args.speedup, emit))
+    plan = _submit_plan(args.conn_ids.split(","), args.submit_conns)
+    asyncio.run(_submit_jobs(plan, args.n, args.spread_seconds / args.speedup, emit))
     return 0
 
 
@@ -131,7 +152,7 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
     jobs: list[dict[str, Any]] = []
     t_submit = time.monotonic()
     if args.arrival == "burst":
-        await _submit_jobs(conn_ids, n, 0.0, jobs.append)
+        await _submit_jobs(_submit_plan(conn_ids, args.submit_conns), n, 0.0, jobs.append)
     submit_seconds = time.monotonic() - t_submit
 
     # --- the triggers -------------------------------------------------------------------------------------
@@ -196,6 +217,20 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
         else:
             gc_pauses.append((info["generation"], time.perf_counter() - gc_started[0]))
 
+    # The emulator's own counters each second (a thread: a blocking HTTP call must not run on the loop).
+    samples: list[tuple[float, int, int]] = []  # (monotonic, status+result calls answered, 429s)
+    sampling = threading.Event()
+
+    def sample_emulator() -> None:
+        while not sampling.wait(1.0):
+            with contextlib.suppress(OSError):
+                stats = _emulator_stats(emu_urls)
+                samples.append((time.monotonic(), stats["status_polls"] + stats["results"], stats["rate_limited"]))
+
+    stats_before = await asyncio.to_thread(_emulator_stats, emu_urls)
+    sampler = threading.Thread(target=sample_emulator, daemon=True)
+    sampler.start()
+
     if args.gc_freeze:
         # Diagnostic only: what the loop does when Airflow's import-time heap is out of the collector's reach.
         gc.collect()
@@ -224,6 +259,7 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
             str(args.spread_seconds),
             "--conn-ids",
             args.conn_ids,
+            *(["--submit-conns", args.submit_conns] if args.submit_conns else []),
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 20,
         )
@@ -252,7 +288,11 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
         if payload_.get("status") == "completed" and "render_seconds" in metrics:
             completion = float(metrics.get("completed_at") or jobs[index]["submitted_wall"] + metrics["render_seconds"])
             latencies.append((at - completion) * speedup)
+    sampling.set()
+    sampler.join(10)
     stats = await asyncio.to_thread(_emulator_stats, emu_urls)
+    calls = stats["status_polls"] + stats["results"] - stats_before["status_polls"] - stats_before["results"]
+    rates = [(c2 - c1) / (t2 - t1) for (t1, c1, _), (t2, c2, _) in itertools.pairwise(samples) if t2 > t1]
     return {
         "variant": args.variant,
         "n": n,
@@ -285,6 +325,12 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
         "unfinished": len(pending),
         "status_calls_per_job": stats["status_polls"] / n,
         "emulator": stats,
+        "budget": args.budget,
+        "rate_limit": args.rate_limit,
+        "calls_per_s_mean": calls / wall,
+        "calls_per_s_peak": max(rates, default=math.nan),
+        "refused_429": stats["rate_limited"] - stats_before["rate_limited"],
+        "refused_429_submit_phase": stats_before["rate_limited"],
         "open_files_limit": common.raise_open_files_limit(0),
     }
 
@@ -357,6 +403,8 @@ def run_one(args: argparse.Namespace, emus: list[Any], variant: str, n: int, log
         "--emu-urls",
         ",".join(e.url for e in emus),
     ]
+    cmd += ["--submit-conns", args.submit_conns] if args.submit_conns else []
+    cmd += ["--budget", str(args.budget), "--rate-limit", str(args.rate_limit or 0)]
     cmd += ["--lean"] if args.lean else []
     cmd += ["--gc-freeze"] if args.gc_freeze else []
     cmd += ["--gc-threshold", args.gc_threshold] if args.gc_threshold else []
@@ -408,6 +456,20 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="diagnostic: gc.set_threshold(A,B,C) in the trigger process, e.g. 50000,20,100 (default: Python's)",
     )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        help="the emulator's limit of requests per second per key (default: none). Jobs are then submitted "
+        "with keys of their own, so that only the triggers' polling draws on the polling key's limit",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="the polling connection's max_status_calls_per_second, the per-key budget shared by all triggers "
+        "(default: 80%% of --rate-limit, else 10000, i.e. no budget, as before the budget existed)",
+    )
     parser.add_argument("--seed", type=int, default=20251124)
     parser.add_argument("--quick", action="store_true", help="N=100,1000 at x2 speed (about 3 minutes)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -419,7 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conn-ids", default="", help=argparse.SUPPRESS)
     parser.add_argument("--emu-pids", default="", help=argparse.SUPPRESS)
     parser.add_argument("--emu-urls", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--submit-conns", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rate_limit == 0:
+        args.rate_limit = None
+    if args.budget is None:
+        args.budget = 0.8 * args.rate_limit if args.rate_limit else 10_000.0
     if args.worker:
         return worker(args)
     if args.submitter:
@@ -440,10 +507,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: list[dict[str, Any]] = []
     log_dir = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
-    with common.emulators(args.emulators, job_seconds=REAL_JOB_SECONDS / args.speedup, seed=args.seed) as emus:
+    # With a rate limit, each emulator also accepts submit-only keys: enough that the submit burst (64 in
+    # flight) fits in their buckets, so nothing in the submit phase is refused or draws on the polling key.
+    submit_keys = math.ceil(max(sizes) / args.rate_limit) + 1 if args.rate_limit else 0
+    from segmind_emulator.config import DEFAULT_API_KEY  # the polling key (and the stats' key)
+
+    keys = [DEFAULT_API_KEY] + [f"bench-submit-key-{k:04d}" for k in range(submit_keys)]
+    flags: dict[str, Any] = {"job_seconds": REAL_JOB_SECONDS / args.speedup, "seed": args.seed}
+    if args.rate_limit:
+        flags |= {"rate_limit": args.rate_limit, "api_keys": keys}
+    with common.emulators(args.emulators, **flags) as emus:
+        pairs = []
         for i, emu in enumerate(emus):
-            common.set_connection(f"{common.CONN_ID}_{i}", emu.url, emu.api_key, extra={"timeout": 60})
+            poll_conn = f"{common.CONN_ID}_{i}"
+            extra = {"timeout": 60, "max_status_calls_per_second": args.budget}
+            common.set_connection(poll_conn, emu.url, emu.api_key, extra=extra)
+            for k, key in enumerate(keys[1:]):
+                common.set_connection(f"{poll_conn}_submit_{k}", emu.url, key, extra={"timeout": 60})
+                pairs.append(f"{poll_conn}_submit_{k}={poll_conn}")
             _warm_up(emu)
+        args.submit_conns = ",".join(pairs)
+        if args.rate_limit:
+            print(
+                f"emulator rate limit {args.rate_limit:g} requests/s per key; status budget "
+                f"{args.budget:g} calls/s per key; {submit_keys} submit-only key(s) per emulator\n",
+                flush=True,
+            )
         for n in sizes:
             for variant in variants:
                 started = time.monotonic()
@@ -472,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
         "completed",
         "trigger CPU util (peak 1 s)",
         "emulator CPU util (peak 1 s)",
+        "budget calls/s",
+        "status calls/s at emulator (peak 1 s)",
+        "429s",
     ]
     rows = [
         [
@@ -489,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['completed']}/{r['n']}",
             f"{r['client_util_mean']:.0%} ({r['client_util_peak']:.0%})",
             f"{r['emulator_util_mean']:.0%} ({r['emulator_util_peak']:.0%})",
+            f"{r['budget']:g}" + (f" (limit {r['rate_limit']:g})" if r.get("rate_limit") else ""),
+            f"{r['calls_per_s_mean']:.0f} ({r['calls_per_s_peak']:.0f})",
+            r["refused_429"],
         ]
         for r in results
     ]
@@ -504,6 +599,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"\nGoal: 5,000 concurrent jobs with loop lag p99 < 100 ms: lag p99 {r['lag_p99_ms']:.1f} ms, "
                 f"{r['completed']}/{r['n']} completed: {'MET' if ok else 'MISSED'}"
+            )
+        if r["variant"] == "ours" and r.get("rate_limit") and r["budget"] < r["rate_limit"]:
+            print(
+                f"Goal: zero 429 answers with the budget ({r['budget']:g}/s) below the limit "
+                f"({r['rate_limit']:g}/s): {r['refused_429']} 429s, status calls {r['calls_per_s_mean']:.0f}/s "
+                f"mean, {r['calls_per_s_peak']:.0f}/s in the busiest second: "
+                f"{'MET' if r['refused_429'] == 0 else 'MISSED'}"
             )
     common.write_json(args.json, {"args": vars(args), "results": results})
     with contextlib.suppress(OSError):
