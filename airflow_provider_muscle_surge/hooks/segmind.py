@@ -135,7 +135,8 @@ class SegmindHook(HttpHook):
     :param segmind_conn_id: a connection of type ``segmind``: API key in the password field,
         host defaulting to ``https://api.segmind.com``. Extra (all optional): ``max_retries``,
         ``max_retry_seconds``, ``timeout``, ``upload_url``, ``poll`` (PollSchedule overrides),
-        ``resubmit_on_unknown_outcome``.
+        ``resubmit_on_unknown_outcome``, ``max_status_calls_per_second`` and ``max_concurrent_submits``
+        (the key's budget in this process, shared with every other wait using it: ``hooks/key_budget.py``).
     """
 
     conn_name_attr = "segmind_conn_id"
