@@ -398,3 +398,35 @@ def test_real_jobs_are_detected_with_fewer_calls_once_their_class_is_learned(
         assert learned.centre == pytest.approx(seconds, rel=0.35), quality
         first, warmed = polls[quality][0], polls[quality][-3:]
         assert statistics.mean(warmed) < first, (quality, polls[quality])
+
+
+async def test_triggers_in_one_triggerer_share_the_estimate_and_say_so(
+    segmind_conn: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second trigger of a class starts from what the first one saw, and its log says where it polls."""
+    from airflow_provider_muscle_surge.hooks.segmind_async import SegmindAsyncHook
+    from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger
+
+    schedule = PollSchedule(expected_seconds=0.4, dense_interval=0.2, max_interval=1.0, render_class=CLASS)
+
+    async def wait_one() -> dict[str, Any]:
+        async with SegmindAsyncHook() as hook:
+            request = await hook.submit("muscle-surge", {"image_url": segmind_conn.sample_url(), "quality": "720p"})
+        now = time.time()
+        trigger = SegmindRequestTrigger(
+            request_id=request.request_id, deadline=now + 60, submitted_at=now, schedule=schedule.to_dict()
+        )
+        (event,) = [event.payload async for event in trigger.run()]  # exactly one event
+        return event
+
+    def learned_lines() -> list[str]:
+        # The trigger logs through Airflow's structlog, to stdout.
+        return [line for line in capsys.readouterr().out.splitlines() if "learned from earlier" in line]
+
+    assert (await wait_one())["status"] == "completed"
+    assert RENDER_TIMES.samples(CLASS) == 1
+    assert learned_lines() == []
+    assert (await wait_one())["status"] == "completed"
+    assert RENDER_TIMES.samples(CLASS) == 2
+    (line,) = learned_lines()
+    assert CLASS in line

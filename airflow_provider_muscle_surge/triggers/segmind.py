@@ -101,6 +101,15 @@ class SegmindRequestTrigger(BaseTrigger):
             )
 
     def _log_step(self, step: Step, watch: Watch) -> None:
+        if watch.polls == 1 and watch.plan is not watch.schedule:
+            # Say where the dense window is and why: what this triggerer learned about the class.
+            self.log.info(
+                "Segmind request %s: polling densely around %.1fs +- %.1fs, learned from earlier %s jobs",
+                self.request_id,
+                watch.plan.expected_seconds,
+                watch.plan.spread_seconds or 0.0,
+                watch.schedule.render_class,
+            )
         if step.changed:
             self.log.info(
                 "Segmind request %s is %s after %.1fs (%d status calls)",
