@@ -29,7 +29,7 @@ import pytest
 import requests
 
 from .conftest import DeploymentFactory
-from .harness import REPO_ROOT
+from .harness import REPO_ROOT, AirflowDeployment
 from .test_failures_and_secrets import Policy, start_policy_deployment
 
 pytestmark = pytest.mark.realairflow
@@ -190,18 +190,22 @@ def browser(policy: Policy) -> Iterator[Browser]:
         pytest.fail("chromium is not installed: apt-get install -y chromium (see .ci/run)")
     browser = Browser(executable)
     try:
-        settings = policy.deployment.settings
-        browser.goto(f"{policy.deployment.base_url}/")
-        browser.wait("location.pathname.startsWith('/auth/login')")
-        browser.click("document.querySelector('input[name=username]')")
-        browser.type(settings.username)
-        browser.click("document.querySelector('input[name=password]')")
-        browser.type(settings.password)
-        browser.click("document.querySelector('button[type=submit]:not([disabled])')")
-        browser.wait("!location.pathname.startsWith('/auth')")
+        sign_in(browser, policy.deployment)
         yield browser
     finally:
         browser.close()
+
+
+def sign_in(browser: Browser, deployment: AirflowDeployment) -> None:
+    """Through the simple auth manager's sign-in form, as a person would (also used by test_approval)."""
+    browser.goto(f"{deployment.base_url}/")
+    browser.wait("location.pathname.startsWith('/auth/login')")
+    browser.click("document.querySelector('input[name=username]')")
+    browser.type(deployment.settings.username)
+    browser.click("document.querySelector('input[name=password]')")
+    browser.type(deployment.settings.password)
+    browser.click("document.querySelector('button[type=submit]:not([disabled])')")
+    browser.wait("!location.pathname.startsWith('/auth')")
 
 
 def _anchor(text: str) -> str:
