@@ -1,4 +1,4 @@
-"""Real Airflow 3 deployment for end-to-end tests: PostgreSQL + LocalExecutor + separate components.
+"""Real Airflow 3 deployment for end-to-end tests: PostgreSQL + LocalExecutor (or Celery) + separate components.
 
 Why this exists: unit tests of the provider run operators with mocked contexts, which cannot show
 how a deferrable operator behaves when the scheduler, the triggerer, the api-server (execution API)
@@ -9,6 +9,11 @@ triggerer or the process running a task) and tears everything down again, even a
 
 Nothing here imports Airflow: the test process stays free of Airflow configuration, so the only
 configuration the components see is the environment this module builds for them.
+
+``DeploymentSettings(executor="CeleryExecutor")`` starts the distributed form instead: a private
+``redis-server`` as the Celery broker (result backend on the same PostgreSQL database), several
+``airflow celery worker`` processes and several triggerers (``celery-worker-1``, ``triggerer-1``, ...),
+so a scenario can SIGKILL one worker or one triggerer and watch the others carry on.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,8 +47,12 @@ DEFAULT_DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 #: Environment variable set on every process the harness starts (see ``AirflowDeployment.owns``).
 MARKER_ENV = "REALAIRFLOW_DEPLOYMENT_ID"
 
-#: Components started (in this order) after ``airflow db migrate``.
+#: Components started (in this order) after ``airflow db migrate`` (LocalExecutor, one triggerer).
 COMPONENTS: tuple[str, ...] = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+CELERY_EXECUTOR = "CeleryExecutor"
+#: Component name prefixes in a CeleryExecutor deployment: ``celery-worker-1``, ``triggerer-2``...
+CELERY_WORKER, TRIGGERER = "celery-worker", "triggerer"
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 TERMINAL_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -259,6 +268,69 @@ class PostgresCluster:
                     child.kill()
                 proc.kill()
         self.started = False
+
+
+# --------------------------------------------------------------------------------------------------
+# Redis (the Celery broker)
+# --------------------------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` on a free loopback port, in the deployment's base dir.
+
+    Only the Celery broker lives here (queued task messages), so persistence is off: a lost broker is
+    a lost deployment in these tests. It runs in its own session like the components, so teardown
+    (and ``AirflowDeployment.owns``) finds it even if the test process dies.
+    """
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.data_dir = base_dir / "redis"
+        self.log_file = base_dir / "logs" / "redis.log"
+        self.port = free_port()
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = os.environ.get("REALAIRFLOW_REDIS_SERVER") or shutil.which("redis-server")
+        if not binary:
+            raise HarnessError("redis-server not found; run .ci/install-redis.sh")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        args = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir)]
+        args += ["--save", "", "--appendonly", "no", "--protected-mode", "yes", "--logfile", str(self.log_file)]
+        self.popen = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+        def pong() -> bool:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise HarnessError(f"redis-server exited with {self.popen.returncode}:\n{_tail(self.log_file)}")
+            return self.ping()
+
+        wait_until(pong, timeout=30, interval=0.1, what="redis-server to answer PING")
+
+    def ping(self) -> bool:
+        """One ``PING`` over the RESP protocol (no client library needed for that)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -587,6 +659,10 @@ class DeploymentSettings:
     supervised task process), so it stays small on a 2-core machine; deferred tasks hold no executor
     slot, so many deferrable tasks still progress. The pool and per-DAG limits are high so they do
     not cap deferred tasks unless a scenario creates a restrictive pool on purpose.
+
+    ``executor="CeleryExecutor"`` adds Redis and ``celery_workers`` workers of ``celery_concurrency``
+    slots each. ``triggerers`` > 1 runs that many triggerers, named ``triggerer-1``...; one is named
+    ``triggerer`` (what ``kill_triggerer``/``start_triggerer`` act on).
     """
 
     dags_folder: Path = DEFAULT_DAGS_FOLDER
@@ -597,6 +673,10 @@ class DeploymentSettings:
     api_workers: int = 1
     task_heartbeat_timeout: int = 30
     startup_timeout: float = 120.0
+    executor: str = "LocalExecutor"
+    triggerers: int = 1
+    celery_workers: int = 2
+    celery_concurrency: int = 4
     username: str = "admin"
     password: str = field(default_factory=lambda: "pw-" + uuid.uuid4().hex[:16])
 
@@ -606,6 +686,7 @@ class ComponentProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    started_at: datetime = field(default_factory=lambda: utcnow())
 
     @property
     def pid(self) -> int:
@@ -631,7 +712,10 @@ class AirflowDeployment:
         self.api_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.api_port}"
         self.postgres = PostgresCluster(self.base_dir)
+        self.redis = RedisServer(self.base_dir) if self.celery else None
         self.components: dict[str, ComponentProcess] = {}
+        #: Per component: environment on top of ``env`` (each worker and triggerer serves its logs on its own port).
+        self.component_env: dict[str, dict[str, str]] = {name: self._own_env(name) for name in self.component_names}
         self.client = AirflowRestClient(self.base_url, self.settings.username, self.settings.password)
         self.timings: dict[str, float] = {}
         self._stopped = False
@@ -643,6 +727,39 @@ class AirflowDeployment:
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    @property
+    def celery(self) -> bool:
+        return self.settings.executor == CELERY_EXECUTOR
+
+    @property
+    def triggerer_names(self) -> tuple[str, ...]:
+        n = self.settings.triggerers
+        return (TRIGGERER,) if n == 1 else tuple(f"{TRIGGERER}-{i}" for i in range(1, n + 1))
+
+    @property
+    def worker_names(self) -> tuple[str, ...]:
+        """Celery worker components (none with the LocalExecutor, whose workers are the scheduler's children)."""
+        return tuple(f"{CELERY_WORKER}-{i}" for i in range(1, self.settings.celery_workers + 1)) if self.celery else ()
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        """Every component, in start order; the LocalExecutor default is ``COMPONENTS``."""
+        return ("api-server", "scheduler", "dag-processor", *self.triggerer_names, *self.worker_names)
+
+    @staticmethod
+    def _own_env(name: str) -> dict[str, str]:
+        """Workers and triggerers each start a log server; on one host every one needs its own port.
+
+        A triggerer also gets its own ``LOGNAME``: Airflow stores it (``getpass.getuser()``) as the
+        ``unixname`` of the triggerer's job row, so ``triggerer_job_id`` can tell which ``triggerer_id``
+        in the ``trigger`` table is which process.
+        """
+        if name.startswith(CELERY_WORKER):
+            return {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+        if name.startswith(TRIGGERER):
+            return {"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()), "LOGNAME": f"realairflow-{name}"}
+        return {}
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -709,6 +826,27 @@ class AirflowDeployment:
                 "AIRFLOW__STATE_STORE__CLEAR_ON_SUCCESS": "False",
             }
         )
+        if self.celery:
+            assert self.redis is not None
+            env.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": CELERY_EXECUTOR,
+                    "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.sqlalchemy_url,
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(s.celery_concurrency),
+                    "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+                    # A SIGKILLed worker takes the messages it had reserved along (acks_late keeps them
+                    # unacked in Redis for the visibility timeout, a day): the scheduler puts such a task
+                    # back after this long in ``queued``, instead of 10 minutes.
+                    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "90",
+                    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
+                }
+            )
+        if len(self.triggerer_names) > 1:
+            # Triggerer HA: a triggerer whose heartbeat is older than the threshold counts as dead and the
+            # others adopt its triggers. Heartbeat every second, dead after 10 s (default 30 s).
+            env["AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC"] = "1"
+            env["AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD"] = "10"
         env.update(s.env)
         return env
 
@@ -730,10 +868,15 @@ class AirflowDeployment:
             t1 = time.monotonic()
             self._migrate()
             self.timings["db_migrate"] = time.monotonic() - t1
+            if self.redis is not None:
+                self.redis.start()
+                self._session_ids.add(self.redis.popen.pid)  # type: ignore[union-attr]
             t2 = time.monotonic()
-            for name in COMPONENTS:
+            for name in self.component_names:
                 self.start_component(name)
             self.wait_healthy(timeout=self.settings.startup_timeout)
+            for name in self.worker_names:
+                self.wait_worker_ready(name)
             self.timings["components_healthy"] = time.monotonic() - t2
         except BaseException:
             diagnostics = self.diagnostics()
@@ -760,6 +903,11 @@ class AirflowDeployment:
             raise HarnessError(f"airflow db migrate failed ({proc.returncode}):\n{_tail(log_path)}")
 
     def _component_args(self, name: str) -> list[str]:
+        if name.startswith(CELERY_WORKER):
+            # Distinct node names on one host; no gossip/mingle: nothing to synchronise, faster start.
+            return ["celery", "worker", "--celery-hostname", f"{name}@%h", "--without-gossip", "--without-mingle"]
+        if name.startswith(TRIGGERER):
+            return ["triggerer"]
         if name == "api-server":
             return [
                 "api-server",
@@ -780,9 +928,10 @@ class AirflowDeployment:
         self._restarts[name] = count + 1
         log_path = self.logs_dir / (f"{name}.log" if count == 0 else f"{name}.{count}.log")
         log = log_path.open("ab")
+        started_at = utcnow()
         popen = subprocess.Popen(
             [*_airflow_cli(), *self._component_args(name)],
-            env=self.env,
+            env={**self.env, **self.component_env.get(name, {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -791,7 +940,7 @@ class AirflowDeployment:
         )
         log.close()
         self._session_ids.add(popen.pid)  # start_new_session: the child's sid is its pid
-        comp = ComponentProcess(name, popen, log_path)
+        comp = ComponentProcess(name, popen, log_path, started_at)
         self.components[name] = comp
         return comp
 
@@ -814,11 +963,65 @@ class AirflowDeployment:
         """SIGKILL a component and its process group, like an OOM kill or a node loss."""
         self.stop_component(name, signal.SIGKILL)
 
-    def kill_triggerer(self) -> None:
-        self.kill_component("triggerer")
+    def kill_triggerer(self, name: str = TRIGGERER) -> None:
+        self.kill_component(name)
 
-    def start_triggerer(self) -> ComponentProcess:
-        return self.start_component("triggerer")
+    def start_triggerer(self, name: str = TRIGGERER) -> ComponentProcess:
+        return self.start_component(name)
+
+    def triggerer_job_id(self, name: str, *, timeout: float = 90.0) -> int:
+        """Id of the ``TriggererJob`` row of triggerer ``name``'s latest start: its ``trigger.triggerer_id``.
+
+        Waits for the row (a triggerer writes it a few seconds after its process starts).
+        """
+        comp = self.components[name]
+        sql = (
+            "SELECT id FROM job WHERE job_type = 'TriggererJob' AND unixname = %s AND start_date >= %s"
+            " ORDER BY id DESC LIMIT 1"
+        )
+        params = (self.component_env[name]["LOGNAME"], comp.started_at - timedelta(seconds=1))
+
+        def newest() -> int | None:
+            rows = self.db_query(sql, params)
+            if rows:
+                return int(rows[0]["id"])
+            if not comp.alive():
+                raise HarnessError(f"{name} exited with {comp.popen.returncode}:\n{_tail(comp.log_path)}")
+            return None
+
+        return wait_until(newest, timeout=timeout, interval=0.3, what=f"{name}'s job row")
+
+    def wait_worker_ready(self, name: str, *, timeout: float = 90.0) -> None:
+        """A Celery worker logs ``<node> ready.`` once it consumes from the broker."""
+        comp = self.components[name]
+
+        def ready() -> bool:
+            if not comp.alive():
+                raise HarnessError(f"{name} exited with {comp.popen.returncode}:\n{_tail(comp.log_path)}")
+            return " ready." in comp.log_path.read_text(errors="replace")
+
+        wait_until(ready, timeout=timeout, interval=0.3, what=f"{name} to be ready", on_timeout=self.diagnostics)
+
+    def kill_worker(self, name: str) -> list[int]:
+        """SIGKILL a Celery worker like a lost node: its process group *and* every task it runs.
+
+        Task supervisors move to process groups of their own, so killing the worker's group alone
+        would leave them running; every process of the worker's session goes. Returns their pids.
+        """
+        comp = self.components[name]
+        members = [p for p in psutil.process_iter(["pid"]) if _session_of(p.pid) == comp.pid]
+        _signal_group(comp.pid, signal.SIGKILL)
+        for proc in members:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(members, timeout=10)
+        comp.popen.wait(timeout=10)
+        return [p.pid for p in members]
+
+    def component_of(self, proc: psutil.Process) -> str | None:
+        """The component a process descends from (components start new sessions; descendants keep the id)."""
+        sid = _session_of(proc.pid)
+        return next((name for name, comp in self.components.items() if comp.pid == sid), None)
 
     def wait_healthy(
         self,
@@ -858,6 +1061,9 @@ class AirflowDeployment:
                 comp.popen.wait(timeout=5)
         with contextlib.suppress(Exception):
             self.kill_owned_processes()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                self.redis.stop()
         with contextlib.suppress(Exception):
             self.postgres.stop()
         self.client.session.close()
@@ -1038,6 +1244,13 @@ class AirflowDeployment:
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
 
 
 def _safe_process(pid: int) -> psutil.Process | None:
