@@ -205,10 +205,11 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
 
         return SegmindHook(self.segmind_conn_id)
 
-    def schedule(self, hook: SegmindHook) -> PollSchedule:
+    def schedule(self, hook: SegmindHook, body: Mapping[str, Any] | None = None) -> PollSchedule:
         """The polling schedule: ``poll_interval``, else the model's with the connection's and this
-        operator's overrides on top, each layer checked under its own name."""
-        return poll_schedule_for(self.model, self.poll_interval, self.poll_schedule, hook.settings.poll)
+        operator's overrides on top, each layer checked under its own name; ``body`` names the
+        render class whose render time it learns (see :func:`poll_schedule_for`)."""
+        return poll_schedule_for(self.model, self.poll_interval, self.poll_schedule, hook.settings.poll, body)
 
     # --- execute ----------------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
@@ -220,7 +221,7 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
         if self.output_path:
             _check_output_path(self.output_path)
         hook = self.hook()
-        schedule = self.schedule(hook)
+        schedule = self.schedule(hook, body)
         record, finished = self._reattach(context, hook, body) if self.reattach else (None, None)
         if record is None:
             fingerprint = reattach.fingerprint(self.model, body)
@@ -386,14 +387,28 @@ def muscle_surge_body(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def poll_schedule_for(
-    model: str, poll_interval: float | None, overrides: Mapping[str, Any], connection_poll: Any
+    model: str,
+    poll_interval: float | None,
+    overrides: Mapping[str, Any],
+    connection_poll: Any,
+    body: Mapping[str, Any] | None = None,
 ) -> PollSchedule:
     """The polling schedule: ``poll_interval``, else the model's with the connection's and the
-    operator's overrides on top, each layer checked under its own name."""
+    operator's overrides on top, each layer checked under its own name.
+
+    ``body`` (the validated request) names the render class whose render time the schedule learns
+    (``models.render_class``); without it nothing is learned. An explicit ``expected_seconds``,
+    ``spread_seconds`` or ``fixed_interval`` in either layer turns learning off, as does ``learn=False``."""
+    from airflow_provider_muscle_surge.models import render_class
+
     if poll_interval is not None:
         return PollSchedule.fixed(check_interval("poll_interval", poll_interval))
     connection = validate_overrides(connection_poll, source="extra.poll")
-    return PollSchedule.checked(model, {**connection, **validate_overrides(dict(overrides))})
+    return PollSchedule.checked(
+        model,
+        {**connection, **validate_overrides(dict(overrides))},
+        render_class=None if body is None else render_class(model, body),
+    )
 
 
 def output_destination(
