@@ -294,6 +294,8 @@ class Watch:
     _queued_at: float | None = field(default=None, init=False, repr=False)
     _processing_at: float | None = field(default=None, init=False, repr=False)
     _typical_queue: float = field(default=0.0, init=False, repr=False)
+    #: Seconds after submit this wait began (later than 0 when a trigger is restarted mid-wait).
+    _began: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.plan = self.schedule
@@ -318,6 +320,8 @@ class Watch:
         self.polls += 1
         status = live_status(body, self.request_id)
         elapsed = now - self.submitted_at
+        if self._began is None:
+            self._began = elapsed
         previous_look, self._last_look = self._last_look, elapsed
         changed = status is not self.last_status
         if status is RequestStatus.COMPLETED:
@@ -373,6 +377,10 @@ class Watch:
 
     def _report(self, elapsed: float, previous_look: float | None) -> None:
         # The job ended between the last two looks: take the middle, on the schedule's clock.
+        if previous_look is None and (self._began or 0.0) > elapsed / 2:
+            # Done at the first look of a wait that began late (a restarted triggerer, a re-attached
+            # retry): the job ended while nobody looked, perhaps long before. Nothing is learned.
+            return
         ended = (elapsed + (previous_look or 0.0)) / 2
         shift = self.shift(previous_look if previous_look is not None else elapsed)
         self.store.observe(self.schedule.render_class, ended - shift, self.started_at)  # type: ignore[arg-type]
@@ -383,6 +391,8 @@ class Watch:
         remaining = self.deadline - now
         if remaining <= 0:
             return 0.0
+        if self._began is None:
+            self._began = now - self.submitted_at
         delay = min(self.plan.delay(now - self.submitted_at), remaining)
         self.last_delay = delay
         return delay

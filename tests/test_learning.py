@@ -430,3 +430,24 @@ async def test_triggers_in_one_triggerer_share_the_estimate_and_say_so(
     assert RENDER_TIMES.samples(CLASS) == 2
     (line,) = learned_lines()
     assert CLASS in line
+
+
+def test_a_wait_resumed_after_the_job_ended_learns_nothing_from_it():
+    """A triggerer restarted 40 s after the submit finds a 20 s job done: it ended sometime before, unknown when.
+    A wait that began at the submit and finds the job done at its first look does learn: the job ended
+    between the submit and that look.
+    """
+    resumed = Watch("r", submitted_at=0.0, deadline=3600.0, schedule=learning_schedule())
+    resumed.first_delay(now=40.0)
+    assert resumed.step({"status": "COMPLETED"}, now=40.0).done
+    assert RENDER_TIMES.samples(CLASS) == 0
+    # Resumed while the job still runs, it sees the end between two looks as usual.
+    run = Watch("r", submitted_at=0.0, deadline=3600.0, schedule=learning_schedule())
+    now = 40.0 + run.first_delay(now=40.0)
+    while not run.step({"status": "COMPLETED" if now >= 50.0 else "PROCESSING"}, now=now).done:
+        now += run.last_delay or 0.0
+    assert RENDER_TIMES.samples(CLASS) == 1
+    assert RENDER_TIMES.estimate(CLASS).centre == pytest.approx(50.0, abs=1.0)  # type: ignore[union-attr]
+    fresh = Watch("f", submitted_at=0.0, deadline=3600.0, schedule=learning_schedule())
+    assert fresh.step({"status": "COMPLETED"}, now=fresh.first_delay(now=0.0)).done
+    assert RENDER_TIMES.samples(CLASS) == 2
