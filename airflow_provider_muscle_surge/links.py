@@ -9,6 +9,7 @@ request link is there while the task is still deferred.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowProviderDeprecationWarning
@@ -22,8 +23,19 @@ if TYPE_CHECKING:
 def _xcom_link(key: str, ti_key: Any) -> str:
     from airflow.sdk.execution_time.xcom import XCom
 
-    value = XCom.get_value(ti_key=ti_key, key=key)
+    return _as_link(XCom.get_value(ti_key=ti_key, key=key))
+
+
+def _as_link(value: Any) -> str:
     return value if isinstance(value, str) and value.startswith(("http://", "https://")) else ""
+
+
+def link_xcoms(values: Mapping[str, Any]) -> dict[str, str]:
+    """What a worker stores for these links when a try ends (``<link.xcom_key>: url``), from the XComs
+    the links read (``values``). For a task ended in the triggerer (zero-worker mode), where no worker
+    evaluates ``get_link``: the trigger pushes these itself, so the UI shows the same links."""
+    links = (SegmindOutputLink(), SegmindRequestLink())
+    return {link.xcom_key: _as_link(values.get(link.source_key)) for link in links}
 
 
 class SegmindOutputLink(BaseOperatorLink):
@@ -34,9 +46,11 @@ class SegmindOutputLink(BaseOperatorLink):
     """
 
     name = "Segmind output"
+    #: The XCom the link shows.
+    source_key = "output_url"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return _xcom_link("output_url", ti_key)
+        return _xcom_link(self.source_key, ti_key)
 
 
 class SegmindVideoLink(SegmindOutputLink):
@@ -60,6 +74,7 @@ class SegmindRequestLink(BaseOperatorLink):
     """The request's status URL (JSON; needs the API key header to open)."""
 
     name = "Segmind request"
+    source_key = "status_url"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return _xcom_link("status_url", ti_key)
+        return _xcom_link(self.source_key, ti_key)

@@ -306,3 +306,18 @@ def test_dag_test_runs_the_classic_deferrable_path_and_logs_the_fallback(
     assert segmind_conn.stats()["submissions_total"] == 1
     out, err = capsys.readouterr()  # Airflow's structlog output (the task's log lines) lands here
     assert "start_from_trigger=True, but this task runs in a worker: Airflow ran execute()" in out + err
+
+
+# --- the UI's extra links -----------------------------------------------------------------------------------
+def test_the_trigger_stores_the_links_under_the_keys_a_worker_would_use() -> None:
+    from airflow_provider_muscle_surge.links import SegmindOutputLink, SegmindRequestLink, link_xcoms
+
+    values = {"status_url": "https://api.segmind.com/v2/requests/r1/status", "output_url": "javascript:alert(1)"}
+
+    stored = link_xcoms(values)
+
+    assert stored == {
+        SegmindRequestLink().xcom_key: values["status_url"],
+        SegmindOutputLink().xcom_key: "",  # the same rule as get_link: only http(s) URLs are links
+    }
+    assert set(stored) == {"_link_SegmindRequestLink", "_link_SegmindOutputLink"}

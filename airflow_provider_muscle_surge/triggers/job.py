@@ -46,6 +46,18 @@ from airflow_provider_muscle_surge.exceptions import (
 )
 from airflow_provider_muscle_surge.hooks.segmind_async import LAST_LOOK_SECONDS, SegmindAsyncHook
 from airflow_provider_muscle_surge.hooks.settings import DEFAULT_CONN_ID
+from airflow_provider_muscle_surge.links import link_xcoms
+
+# The operator module holds the one copy of each rule the trigger applies (body checks, output_path,
+# the schedule, the result's shape). Imported here, when the triggerer loads the class, not on its loop.
+from airflow_provider_muscle_surge.operators.segmind import (
+    check_output_path,
+    completed_task_result,
+    muscle_surge_body,
+    output_destination,
+    poll_schedule_for,
+    submit_body,
+)
 from airflow_provider_muscle_surge.triggers.segmind import OUTER_GRACE_SECONDS
 
 if TYPE_CHECKING:
@@ -144,8 +156,6 @@ class SegmindJobTrigger(BaseTrigger):
 
     def body(self) -> dict[str, Any]:
         """The validated body from the rendered values; the operator's own rules (InvalidParameter)."""
-        from airflow_provider_muscle_surge.operators.segmind import muscle_surge_body, submit_body
-
         if self.payload is None and self.model == contract.MUSCLE_SURGE:
             return muscle_surge_body({name: getattr(self, name) for name in TYPED_FIELDS})
         return submit_body(self.model, self.payload)
@@ -164,8 +174,6 @@ class SegmindJobTrigger(BaseTrigger):
         try:
             body = self.body()
             if self.output_path:
-                from airflow_provider_muscle_surge.operators.segmind import check_output_path
-
                 await asyncio.to_thread(check_output_path, self.output_path)
         except InvalidParameter as err:
             yield self._to_worker(f"a rendered value did not pass the checks ({err})")
@@ -176,10 +184,12 @@ class SegmindJobTrigger(BaseTrigger):
             async with SegmindAsyncHook(self.segmind_conn_id) as hook:
                 record, result = await self._submit_or_reattach(hook, ti, body)
                 self._publish(record)
-                await reattach.apush(ti, "request_id", record.request_id)
-                await reattach.apush(ti, "status_url", record.status_url)
+                # As the classic path before it defers: the ids, and the links a worker would store then.
+                published = {"request_id": record.request_id, "status_url": record.status_url}
+                for key, item in {**published, **link_xcoms(published)}.items():
+                    await reattach.apush(ti, key, item)
                 if result is None:
-                    result = await self._wait(hook, record)
+                    result = await self._wait(hook, record, body)
                 waiting = False
                 value = await self._finish(hook, ti, record, result)
         except SegmindError as err:
@@ -243,11 +253,12 @@ class SegmindJobTrigger(BaseTrigger):
             deadline = min(deadline, self._created + self.execution_timeout)
         return deadline
 
-    async def _wait(self, hook: SegmindAsyncHook, record: reattach.RequestRecord) -> dict[str, Any]:
-        from airflow_provider_muscle_surge.operators.segmind import poll_schedule_for
-
+    async def _wait(
+        self, hook: SegmindAsyncHook, record: reattach.RequestRecord, body: dict[str, Any]
+    ) -> dict[str, Any]:
         settings = await hook.get_settings()
-        schedule = poll_schedule_for(self.model, self.poll_interval, self.poll_schedule, settings.poll)
+        # The body names the render class whose render time the schedule learns, as in the classic path.
+        schedule = poll_schedule_for(self.model, self.poll_interval, self.poll_schedule, settings.poll, body)
         deadline = self._deadline(record)
         bound = max(0.0, deadline - time.time()) + LAST_LOOK_SECONDS + OUTER_GRACE_SECONDS
         try:
@@ -268,8 +279,6 @@ class SegmindJobTrigger(BaseTrigger):
         self, hook: SegmindAsyncHook, ti: Any, record: reattach.RequestRecord, result: dict[str, Any]
     ) -> dict[str, Any]:
         """Save the output (in a thread) and build the classic path's return value, its XComs pushed here."""
-        from airflow_provider_muscle_surge.operators.segmind import completed_task_result, output_destination
-
         settings = await hook.get_settings()
         output = result.get("output")
         saved: dict[str, Any] | None = None
@@ -288,7 +297,9 @@ class SegmindJobTrigger(BaseTrigger):
             base_url=settings.base_url,
             save=(lambda _url: saved) if saved is not None else None,
         )
-        for key, pushed_value in pushed.values.items():
+        # The operator's extra links: a worker stores them when a try ends; here no worker does.
+        published = {"status_url": record.status_url, **pushed.values}
+        for key, pushed_value in {**pushed.values, **link_xcoms(published)}.items():
             await reattach.apush(ti, key, pushed_value)
         return value
 

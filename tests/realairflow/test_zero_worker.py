@@ -195,6 +195,9 @@ def test_a_zero_worker_task_runs_without_any_worker_process_and_ends_like_the_cl
         assert xcoms["request_id"] == results[task_id]["request_id"]
         assert xcoms["status_url"] == results[task_id]["status_url"]
         assert xcoms["output_url"] == results[task_id]["output"]
+        # The UI's extra links: stored by the worker when a try ends, by the trigger in zero-worker mode.
+        assert xcoms["_link_SegmindOutputLink"] == results[task_id]["output"]
+        assert xcoms["_link_SegmindRequestLink"] == results[task_id]["status_url"]
     assert values["zero"]["segmind_request"]["request_id"] == results["zero"]["request_id"]
 
 
