@@ -451,3 +451,17 @@ def test_a_wait_resumed_after_the_job_ended_learns_nothing_from_it():
     fresh = Watch("f", submitted_at=0.0, deadline=3600.0, schedule=learning_schedule())
     assert fresh.step({"status": "COMPLETED"}, now=fresh.first_delay(now=0.0)).done
     assert RENDER_TIMES.samples(CLASS) == 2
+
+
+# --- the emulator's per-parameter render time ---------------------------------------------------------
+def test_the_emulator_reads_a_render_time_per_parameter_value_and_refuses_a_malformed_rule():
+    from segmind_emulator.__main__ import build_parser, config_from_args
+
+    args = ["--job-seconds", "45.5", "--job-seconds-for", "quality=360p=10", "--job-seconds-for", "duration=8=70"]
+    config = config_from_args(build_parser().parse_args(args))
+    assert config.mean_job_seconds({"quality": "360p", "duration": 8}) == 10.0  # the first matching rule
+    assert config.mean_job_seconds({"quality": "720p", "duration": 8}) == 70.0
+    assert config.mean_job_seconds({"quality": "720p", "duration": 5}) == 45.5
+    for bad in ("quality=10", "quality=360p=soon", "quality=360p=-1"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--job-seconds-for", bad])
