@@ -184,7 +184,6 @@ class SegmindAsyncHook(BaseHook):
                 raise PollingGaveUp.after(request_id, err) from None
             await asyncio.sleep(step.delay or 0.0)
 
-
     async def download(self, url: str, destination: Any, *, max_bytes: int | None = None) -> Any:
         """The sync hook's :meth:`SegmindHook.download` in a worker thread: one set of download rules.
 
@@ -193,11 +192,17 @@ class SegmindAsyncHook(BaseHook):
         blocking socket stay off the event loop; the thread is bounded by the download's own time
         limit. Returns the :class:`~airflow_provider_muscle_surge.hooks.segmind.SavedFile`.
         """
-        from airflow_provider_muscle_surge.hooks.segmind import DEFAULT_MAX_DOWNLOAD_BYTES, SegmindHook
+        settings = await self.get_settings()
 
-        sync_hook = SegmindHook(self.segmind_conn_id, settings=await self.get_settings())
-        limit = DEFAULT_MAX_DOWNLOAD_BYTES if max_bytes is None else max_bytes
-        return await asyncio.to_thread(sync_hook.download, url, destination, max_bytes=limit)
+        def download() -> Any:
+            # Imported here, in the thread: the sync hook brings requests and the http provider.
+            from airflow_provider_muscle_surge.hooks.segmind import DEFAULT_MAX_DOWNLOAD_BYTES, SegmindHook
+
+            limit = DEFAULT_MAX_DOWNLOAD_BYTES if max_bytes is None else max_bytes
+            return SegmindHook(self.segmind_conn_id, settings=settings).download(url, destination, max_bytes=limit)
+
+        return await asyncio.to_thread(download)
+
 
 def transport_error(err: BaseException, url: str) -> SegmindError:
     """What an aiohttp failure means: refused before sending, cut by the time limit, lost, or bad TLS."""
