@@ -321,3 +321,28 @@ def test_the_trigger_stores_the_links_under_the_keys_a_worker_would_use() -> Non
         SegmindOutputLink().xcom_key: "",  # the same rule as get_link: only http(s) URLs are links
     }
     assert set(stored) == {"_link_SegmindRequestLink", "_link_SegmindOutputLink"}
+
+
+# --- saving in the triggerer: the hook's download, in a thread ------------------------------------------------
+def test_the_async_download_applies_the_sync_hooks_rules(segmind_conn: EmulatorProcess, tmp_path: Any) -> None:
+    import hashlib
+    import os
+
+    from airflow_provider_muscle_surge.exceptions import MalformedResponse
+    from airflow_provider_muscle_surge.hooks.segmind import SegmindHook
+    from airflow_provider_muscle_surge.hooks.segmind_async import SegmindAsyncHook
+
+    data = os.urandom(2 * 1024 * 1024)
+    url = SegmindHook().upload(data, content_type="image/png")
+
+    async def download(dest: Any, **kwargs: Any) -> Any:
+        async with SegmindAsyncHook() as hook:
+            return await hook.download(url, dest, **kwargs)
+
+    saved = asyncio.run(download(tmp_path / "out" / "video.mp4"))
+    assert (tmp_path / "out" / "video.mp4").read_bytes() == data
+    assert (saved.bytes, saved.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    # The size cap and the cleanup are the sync hook's: nothing is left behind, not even a .part file.
+    with pytest.raises(MalformedResponse, match="larger than"):
+        asyncio.run(download(tmp_path / "capped" / "video.mp4", max_bytes=1024 * 1024))
+    assert list((tmp_path / "capped").iterdir()) == []
