@@ -113,6 +113,26 @@ def test_many_waiters_on_one_key_stay_within_its_budget_and_are_never_refused(em
     assert calls <= 6 * elapsed + 1.5 + 1, (calls, elapsed)
 
 
+def test_a_stalled_event_loop_does_not_release_the_calls_it_held_back_all_at_once(emulator_factory, conn):
+    """A triggerer's loop stops for seconds in a full garbage collection of a big heap; after it, the
+    waiters whose slots passed meanwhile go out spaced by the budget again, not in one burst."""
+    keys = ["poll-key-1234", "submit-key-1111", "submit-key-2222"]  # 20 submits: beyond one key's burst
+    emu = emulator_factory(rate_limit=10, job_seconds=4.0, api_keys=keys)
+    conn_id = conn("segmind_budget", emu, key=keys[0], max_status_calls_per_second=8)
+    submitters = [conn(f"segmind_submitter_{i}", emu, key=key) for i, key in enumerate(keys[1:])]
+    request_ids = [r for s in submitters for r in asyncio.run(submit_jobs(emu, s, 10))]
+
+    async def stall_the_loop() -> None:
+        await asyncio.sleep(1.0)
+        time.sleep(2.0)  # blocks the loop: ~16 planned slots pass meanwhile, more than the service's burst of 10
+
+    async def main() -> None:
+        await asyncio.gather(wait_all(conn_id, request_ids), stall_the_loop())
+
+    asyncio.run(main())
+    assert server_calls(emu)[1] == 0
+
+
 def test_without_a_budget_below_the_limit_the_same_waiters_are_refused(emulator_factory, conn):
     """The control of the test above: the same demand with a budget far above the service's limit earns 429s."""
     emu = emulator_factory(rate_limit=10, job_seconds=3.0)

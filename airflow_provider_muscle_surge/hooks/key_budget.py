@@ -77,6 +77,19 @@ class TokenBucket:
         return at
 
 
+@dataclass
+class _Ticket:
+    """Where one caller is in :meth:`KeyBudget._next`."""
+
+    rated: bool
+    #: Monotonic instant by which the call goes whatever the budget says (``None``: unbounded).
+    latest: float | None
+    #: The pause count when the caller's slot was planned: a newer pause voids the slot.
+    generation: int
+    planned: bool = False
+    sent: bool = False
+
+
 class _Waiter:
     """One caller queued for a submit slot; ``hand`` gives it the slot (False: it is gone)."""
 
@@ -119,7 +132,9 @@ class KeyBudget:
         #: A short digest of origin and key: tells budgets apart in logs without revealing the key.
         self.name = name
         self._lock = threading.Lock()
-        self._bucket = TokenBucket(status_rate, _burst(status_rate))
+        #: Slots handed to sleeping callers, and the calls actually let through (see ``_next``).
+        self._planned = TokenBucket(status_rate, _burst(status_rate))
+        self._sent = TokenBucket(status_rate, _burst(status_rate))
         self._pause_until = 0.0
         #: Bumped by every pause: a reservation made before it is void (its slot may fall in the pause).
         self._generation = 0
@@ -131,11 +146,11 @@ class KeyBudget:
         self.submit_peak = 0
 
     def __repr__(self) -> str:
-        return f"KeyBudget({self.name}, {self._bucket.rate:g} status calls/s, {self._max_submits} submits)"
+        return f"KeyBudget({self.name}, {self._planned.rate:g} status calls/s, {self._max_submits} submits)"
 
     @property
     def status_rate(self) -> float:
-        return self._bucket.rate
+        return self._planned.rate
 
     @property
     def max_submits(self) -> int:
@@ -144,31 +159,51 @@ class KeyBudget:
     def configure(self, status_rate: float, max_submits: int) -> None:
         """Apply a connection's values (the connection read last wins; connections sharing a key should agree)."""
         with self._lock:
-            bucket = self._bucket
-            if status_rate != bucket.rate:
+            if status_rate != self._planned.rate:
                 # The calls already queued keep their number, not their seconds: re-time them at the new rate.
                 now = time.monotonic()
-                queued = max(0.0, bucket.tat - now) * bucket.rate
-                bucket.rate, bucket.burst = status_rate, _burst(status_rate)
-                bucket.tat = now + queued / status_rate
+                for bucket in (self._planned, self._sent):
+                    queued = max(0.0, bucket.tat - now) * bucket.rate
+                    bucket.rate, bucket.burst = status_rate, _burst(status_rate)
+                    bucket.tat = now + queued / status_rate
             self._max_submits = max_submits
         self._dispatch_submits()
 
     # --- status calls and the 429 pause ----------------------------------------------------------------
-    def _reserve(self, rated: bool, until: float | None) -> tuple[float, int, float | None]:
-        """(monotonic instant the call may go, the generation it was reserved in, the latest instant)."""
-        now = time.monotonic()
-        latest = None if until is None else now + (until - time.time()) - CALL_ROOM_SECONDS
-        with self._lock:
-            if rated:
-                at = self._bucket.reserve(now, not_before=self._pause_until, latest=latest)
-            else:
-                at = self._pause_until if latest is None else min(self._pause_until, latest)
-            return max(now, at), self._generation, latest
+    def _next(self, ticket: _Ticket) -> float | None:
+        """The monotonic instant a caller sleeps until, or ``None``: its call may go now.
 
-    def _settled(self, generation: int, latest: float | None) -> bool:
-        """Whether a caller woken at its slot may go: no pause began meanwhile, or its bound has come."""
-        return generation == self._generation or (latest is not None and time.monotonic() >= latest)
+        Two steps for a status call. Planned: a slot in the bucket, so thousands of waiters each sleep
+        once, evenly spread. Sent: when the caller wakes, its real start is checked against a second
+        bucket of what was actually let through: after the loop stalled (a long garbage collection, a
+        busy machine) the callers whose slots passed meanwhile would otherwise all go at once, a burst
+        of the rate times the stall; here they are spaced again, and later plans queue behind them.
+        """
+        now = time.monotonic()
+        with self._lock:
+            bounded = ticket.latest is not None and now >= ticket.latest
+            if ticket.generation != self._generation and not bounded:
+                # A pause began while this caller slept: its slot may lie inside the pause. Start over.
+                ticket.generation, ticket.planned, ticket.sent = self._generation, False, False
+            if not ticket.planned:
+                ticket.planned = True
+                if ticket.rated:
+                    at = self._planned.reserve(now, not_before=self._pause_until, latest=ticket.latest)
+                else:
+                    at = self._pause_until if ticket.latest is None else min(self._pause_until, ticket.latest)
+                if at > now:
+                    return at
+            if ticket.rated and not ticket.sent:
+                ticket.sent = True
+                at = self._sent.reserve(now, not_before=self._pause_until, latest=ticket.latest)
+                self._planned.tat = max(self._planned.tat, self._sent.tat)
+                if at > now:
+                    return at
+            return None
+
+    def _ticket(self, rated: bool, until: float | None) -> _Ticket:
+        latest = None if until is None else time.monotonic() + (until - time.time()) - CALL_ROOM_SECONDS
+        return _Ticket(rated, latest, self._generation)
 
     async def acquire(self, *, rated: bool, until: float | None = None) -> float:
         """Wait (on this loop) until a call may go; returns the seconds waited.
@@ -178,24 +213,19 @@ class KeyBudget:
         ``CALL_ROOM_SECONDS`` before it: the last look at a deadline is never skipped.
         """
         started = time.monotonic()
-        while True:
-            at, generation, latest = self._reserve(rated, until)
-            delay = at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._settled(generation, latest):
-                return time.monotonic() - started
+        ticket = self._ticket(rated, until)
+        # Not polling a flag (ASYNC110): each sleep ends at an instant the budget computed (a few at most).
+        while (at := self._next(ticket)) is not None:  # noqa: ASYNC110
+            await asyncio.sleep(at - time.monotonic())
+        return time.monotonic() - started
 
     def acquire_sync(self, *, rated: bool, until: float | None = None) -> float:
-        """:meth:`acquire` for a thread (the sync hook): same reservations, ``time.sleep``."""
+        """:meth:`acquire` for a thread (the sync hook): the same steps, ``time.sleep``."""
         started = time.monotonic()
-        while True:
-            at, generation, latest = self._reserve(rated, until)
-            delay = at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            if self._settled(generation, latest):
-                return time.monotonic() - started
+        ticket = self._ticket(rated, until)
+        while (at := self._next(ticket)) is not None:
+            time.sleep(max(0.0, at - time.monotonic()))
+        return time.monotonic() - started
 
     def pause(self, seconds: float) -> None:
         """The service refused a call on this key until ``seconds`` from now: every caller waits till then."""
@@ -207,8 +237,8 @@ class KeyBudget:
                 return
             self._pause_until = end
             self._generation += 1
-            # The queue restarts at the pause's end; callers holding earlier slots reserve again.
-            self._bucket.tat = end
+            # The queue restarts at the pause's end; callers holding earlier slots plan again.
+            self._planned.tat = self._sent.tat = end
             self.pauses += 1
 
     @contextlib.contextmanager
