@@ -835,11 +835,10 @@ class AirflowDeployment:
                     "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.sqlalchemy_url,
                     "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(s.celery_concurrency),
                     "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
-                    # A SIGKILLed worker takes the messages it had reserved along (acks_late keeps them
-                    # unacked in Redis for the visibility timeout, a day): the scheduler puts such a task
-                    # back after this long in ``queued``, instead of 10 minutes.
-                    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "90",
-                    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
+                    # [scheduler] task_queued_timeout stays at its default (600 s): shorter, a task that
+                    # merely waits for a free slot on these two cores is revoked and re-queued, and failed
+                    # after two re-queues. A SIGKILLed worker loses no reserved message here anyway: the
+                    # prefetch (concurrency x worker_prefetch_multiplier 1) never exceeds its free slots.
                 }
             )
         if len(self.triggerer_names) > 1:
