@@ -1,6 +1,8 @@
-"""The DAG of bench/worker_slot.py: the same muscle-surge job, deferrable and blocking, side by side.
+"""The DAG of bench/worker_slot.py: the same muscle-surge job, deferrable, blocking and zero-worker, side by side.
 
-``BENCH_WORKER_SLOT_TASKS`` (environment) sets how many tasks of each kind run in one DAG run.
+``BENCH_WORKER_SLOT_TASKS`` (environment) sets how many tasks of each kind run in one DAG run, and
+``BENCH_WORKER_SLOT_MODES`` which kinds (comma-separated: ``deferrable``, ``blocking``, ``zero``;
+default all three). ``zero`` is zero-worker mode (``start_from_trigger=True``).
 The input image is a tiny PNG built here (stdlib only), identical for every task, so the emulator
 encodes one video and the tasks differ only in how they wait.
 """
@@ -47,19 +49,21 @@ class DeferOnlyOperator(BaseOperator):
 
 
 TASKS = int(os.environ.get("BENCH_WORKER_SLOT_TASKS", "2"))
+MODES = os.environ.get("BENCH_WORKER_SLOT_MODES", "deferrable,blocking,zero").split(",")
 
 
 @dag(dag_id="bench_worker_slot", schedule=None, start_date=datetime(2024, 1, 1), catchup=False, tags=["bench"])
 def bench_worker_slot() -> None:
     image = _png()
     for index in range(TASKS):
-        for mode in ("deferrable", "blocking"):
+        for mode in MODES:
             MuscleSurgeOperator(
                 task_id=f"{mode}_{index}",
                 image_url=image,
                 seed=index + 1,
                 segmind_conn_id="segmind_bench",
-                deferrable=mode == "deferrable",
+                deferrable=mode != "blocking",
+                start_from_trigger=mode == "zero",
                 reattach=False,
             )
 
