@@ -38,7 +38,6 @@ from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from airflow_provider_muscle_surge import contract, events, reattach
 from airflow_provider_muscle_surge.exceptions import (
     InferenceTimeout,
-    InvalidParameter,
     PollingGaveUp,
     RequestExpired,
     SegmindError,
@@ -175,8 +174,8 @@ class SegmindJobTrigger(BaseTrigger):
             body = self.body()
             if self.output_path:
                 await asyncio.to_thread(check_output_path, self.output_path)
-        except InvalidParameter as err:
-            yield self._to_worker(f"a rendered value did not pass the checks ({err})")
+        except Exception as err:  # InvalidParameter above all: the worker checks again and raises it there
+            yield self._to_worker(f"a rendered value did not pass the checks ({type(err).__name__}: {err})")
             return
         record: reattach.RequestRecord | None = None
         waiting = True
@@ -192,6 +191,7 @@ class SegmindJobTrigger(BaseTrigger):
                     result = await self._wait(hook, record, body)
                 waiting = False
                 value = await self._finish(hook, ti, record, result)
+                await reattach.apush(ti, "return_value", value)
         except SegmindError as err:
             self.log.warning("Segmind %s: %s", record.request_id if record else self.model, err)
             yield TriggerEvent(events.failure_event(record.request_id if record else None, err, waiting=waiting))
@@ -203,7 +203,6 @@ class SegmindJobTrigger(BaseTrigger):
                 cause = PollingGaveUp.after(record.request_id, cause)
             yield TriggerEvent(events.failure_event(record.request_id if record else None, cause, waiting=waiting))
             return
-        await reattach.apush(ti, "return_value", value)
         self.log.info("Segmind request %s done in the triggerer: task ends without a worker", record.request_id)
         yield TaskSuccessEvent()
 
