@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +28,7 @@ from urllib.parse import quote
 import pytest
 
 from .conftest import DeploymentFactory
-from .harness import REPO_ROOT, AirflowDeployment, AirflowRestClient, wait_until
+from .harness import REPO_ROOT, AirflowDeployment, AirflowRestClient, utcnow, wait_until
 from .test_ui import SCREENSHOTS, Browser, _chromium, sign_in
 
 pytestmark = pytest.mark.realairflow
@@ -67,24 +68,31 @@ def approval(
     airflow_deployment: DeploymentFactory,
     session_emulator: Callable[..., Any],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Approval:
-    """The example DAGs on their own deployment; three marketing runs, each waiting for its review."""
+) -> Iterator[Approval]:
+    """The example DAGs on their own deployment; three marketing runs, each waiting for its review.
+
+    The deployment is stopped when the module ends: no other module uses it, and a failed test must
+    not leave its components (or a run parked for a day) running beside the rest of the session.
+    """
     emulator = session_emulator("approval", job_seconds=1.5, job_spread=0.05, seed=31)
     output = tmp_path_factory.mktemp("approval-output")
     conn = {**emulator.connection_dict(), "extra": {"poll": POLL}}
     env = {"AIRFLOW_CONN_SEGMIND_DEFAULT": json.dumps(conn), "MUSCLE_SURGE_OUTPUT": str(output)}
     deployment = airflow_deployment(dags_folder=REPO_ROOT / "example_dags", env=env)
-    deployment.wait_for_dag(PUBLISH_DAG_ID)
-    deployment.client.unpause(PUBLISH_DAG_ID)  # scheduled on the Asset that an approval updates
     confs = {
         "approve": {"image_url": emulator.sample_url("athlete-2"), "quality": "360p", "seed": 4242},
         "reject": {"image_url": emulator.sample_url("athlete-3"), "quality": "360p", "style": "comic"},
         "ignore": {"quality": "360p", "review_minutes": SHORT_REVIEW_MINUTES},
     }
-    runs = {name: deployment.trigger(DAG_ID, conf) for name, conf in confs.items()}
-    for name in ("ignore", "approve", "reject"):  # the one with the short review first: it waits only 45 s
-        deployment.client.wait_for_task_state(DAG_ID, runs[name], "review", ["awaiting_input"], timeout=180)
-    return Approval(deployment, emulator, output, runs)
+    try:
+        deployment.wait_for_dag(PUBLISH_DAG_ID)
+        deployment.client.unpause(PUBLISH_DAG_ID)  # scheduled on the Asset that an approval updates
+        runs = {name: deployment.trigger(DAG_ID, conf) for name, conf in confs.items()}
+        for name in ("ignore", "approve", "reject"):  # the one with the short review first: it waits only 45 s
+            deployment.client.wait_for_task_state(DAG_ID, runs[name], "review", ["awaiting_input"], timeout=180)
+        yield Approval(deployment, emulator, output, runs)
+    finally:
+        deployment.stop()
 
 
 def test_review_waits_for_a_person_holding_no_process_and_no_trigger(approval: Approval) -> None:
@@ -96,7 +104,7 @@ def test_review_waits_for_a_person_holding_no_process_and_no_trigger(approval: A
         "SELECT trigger_id, next_method, trigger_timeout FROM task_instance WHERE id = %s", (ti["id"],)
     )
     assert parked[0]["trigger_id"] is None and parked[0]["next_method"] == "execute_complete"
-    assert parked[0]["trigger_timeout"] is not None  # the 24-hour review deadline the scheduler enforces
+    assert parked[0]["trigger_timeout"] > utcnow() + timedelta(hours=23)  # the day to review, kept by the scheduler
     # The process that parked it ends (the supervisor may take up to its 5 s heartbeat to notice).
     wait_until(
         lambda: not approval.deployment.task_processes(DAG_ID, run_id, "review"),
@@ -205,12 +213,3 @@ def test_no_answer_in_time_is_a_reject_and_publishes_nothing(approval: Approval)
     assert expected in log, log[-3000:]
     events = client.get("/api/v2/assets/events", params={"source_dag_id": DAG_ID})["asset_events"]
     assert run_id not in [e["source_run_id"] for e in events]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_run_left_waiting(approval: Approval) -> Iterator[None]:
-    """A failed assertion must not leave a run parked for a day in the session's deployment."""
-    yield
-    for run in ("approve", "reject"):
-        if approval.state(run, "review") == "awaiting_input":
-            _answer(approval, run, "Reject")

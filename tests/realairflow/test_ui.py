@@ -47,6 +47,9 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
 )
 
+#: DevTools errors of an evaluation cut short by a navigation (e.g. the UI's redirect to its sign-in page).
+NAVIGATED_AWAY = ("Inspected target navigated or closed", "Execution context was destroyed", "Cannot find context")
+
 
 def _chromium() -> str | None:
     return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -118,7 +121,12 @@ class Browser:
     def wait(self, expression: str, *, timeout: float = 45.0) -> Any:
         deadline = time.monotonic() + timeout
         while True:
-            value = self.eval(expression)
+            try:
+                value = self.eval(expression)
+            except RuntimeError as exc:  # the page navigated mid-evaluation (a redirect): look again
+                if not any(m in str(exc) for m in NAVIGATED_AWAY):
+                    raise
+                value = None
             if value:
                 return value
             if time.monotonic() > deadline:
