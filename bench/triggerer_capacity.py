@@ -465,10 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--budget",
-        type=float,
         default=None,
         help="the polling connection's max_status_calls_per_second, the per-key budget shared by all triggers "
-        "(default: 80%% of --rate-limit, else 10000, i.e. no budget, as before the budget existed)",
+        "(default: 80%% of --rate-limit, else 10000, i.e. no budget, as before the budget existed); a comma "
+        "list runs each budget in turn, side by side in one table (e.g. 400,10000)",
     )
     parser.add_argument("--seed", type=int, default=20251124)
     parser.add_argument("--quick", action="store_true", help="N=100,1000 at x2 speed (about 3 minutes)")
@@ -486,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate_limit == 0:
         args.rate_limit = None
     if args.budget is None:
-        args.budget = 0.8 * args.rate_limit if args.rate_limit else 10_000.0
+        args.budget = str(0.8 * args.rate_limit if args.rate_limit else 10_000.0)
+    budgets = [float(b) for b in str(args.budget).split(",") if b]
+    args.budget = budgets[0]
     if args.worker:
         return worker(args)
     if args.submitter:
@@ -520,8 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = []
         for i, emu in enumerate(emus):
             poll_conn = f"{common.CONN_ID}_{i}"
-            extra = {"timeout": 60, "max_status_calls_per_second": args.budget}
-            common.set_connection(poll_conn, emu.url, emu.api_key, extra=extra)
+            common.set_connection(poll_conn, emu.url, emu.api_key, extra={"timeout": 60})
             for k, key in enumerate(keys[1:]):
                 common.set_connection(f"{poll_conn}_submit_{k}", emu.url, key, extra={"timeout": 60})
                 pairs.append(f"{poll_conn}_submit_{k}={poll_conn}")
@@ -529,22 +530,26 @@ def main(argv: list[str] | None = None) -> int:
         args.submit_conns = ",".join(pairs)
         if args.rate_limit:
             print(
-                f"emulator rate limit {args.rate_limit:g} requests/s per key; status budget "
-                f"{args.budget:g} calls/s per key; {submit_keys} submit-only key(s) per emulator\n",
+                f"emulator rate limit {args.rate_limit:g} requests/s per key; status budget(s) "
+                f"{', '.join(f'{b:g}' for b in budgets)} calls/s per key; {submit_keys} submit-only key(s) "
+                "per emulator\n",
                 flush=True,
             )
-        for n in sizes:
-            for variant in variants:
-                started = time.monotonic()
-                res = run_one(args, emus, variant, n, log_dir)
-                results.append(res)
-                print(
-                    f"  {variant:5} N={n:>5}: {time.monotonic() - started:5.1f} s, "
-                    f"cpu/job {res['cpu_per_job_ms']:.1f} ms, "
-                    f"lag p99 {res['lag_p99_ms']:.1f} ms, detect p99 {res['detect_p99_s']:.2f} s, "
-                    f"completed {res['completed']}/{n}",
-                    flush=True,
-                )
+        for n, budget, variant in itertools.product(sizes, budgets, variants):
+            args.budget = budget
+            for i, emu in enumerate(emus):
+                extra = {"timeout": 60, "max_status_calls_per_second": budget}
+                common.set_connection(f"{common.CONN_ID}_{i}", emu.url, emu.api_key, extra=extra)
+            started = time.monotonic()
+            res = run_one(args, emus, variant, n, log_dir)
+            results.append(res)
+            print(
+                f"  {variant:5} N={n:>5}: {time.monotonic() - started:5.1f} s, "
+                f"cpu/job {res['cpu_per_job_ms']:.1f} ms, "
+                f"lag p99 {res['lag_p99_ms']:.1f} ms, detect p99 {res['detect_p99_s']:.2f} s, "
+                f"completed {res['completed']}/{n}",
+                flush=True,
+            )
     print()
     headers = [
         "trigger",
