@@ -38,7 +38,7 @@ SHIFT_SAMPLES = 3
 #: Samples needed before the window width is taken from their spread (fewer: +-10 % of the centre).
 MIN_SAMPLES_FOR_SPREAD = 3
 #: The window opens this many standard deviations before the median (about the 5th percentile) ...
-WINDOW_Z_EARLY = 1.65
+WINDOW_Z_EARLY = 1.2
 #: ... and closes this many after it (about the 99th percentile).
 WINDOW_Z_LATE = 2.33
 #: The narrowest window half-width, as a fraction of the centre (samples are only as exact as the looks).

@@ -66,7 +66,7 @@ class PollSchedule:
     expected_seconds: float = typical_render_seconds(MUSCLE_SURGE)
     #: Half-width of the dense window around ``expected_seconds``; default 10 % of it.
     spread_seconds: float | None = None
-    dense_interval: float = 0.9
+    dense_interval: float = 0.8
     #: No wait is ever longer: bounds the detection delay of very long jobs.
     max_interval: float = 15.0
     #: The first call comes early, because failures (bad image, content block) surface fast.

@@ -32,6 +32,8 @@ from airflow_provider_muscle_surge.polling import (
 
 # Default muscle-surge schedule: expected 45.5 s, dense window 40.95-50.05 s, first poll at 15 s.
 STEADY = PollSchedule(jitter=0.0)
+#: The default wait between looks inside the window (0.8 s: a median detection below the SDK's 1 s polling).
+DENSE = STEADY.dense_interval
 WINDOW_START = 45.5 - 4.55
 WINDOW_END = 45.5 + 4.55
 
@@ -87,37 +89,37 @@ def test_sparse_steps_never_exceed_max_interval():
 
 @pytest.mark.parametrize("elapsed", [WINDOW_START, 43.0, 45.5, 48.0, WINDOW_END - 0.01])
 def test_inside_the_window_around_the_typical_render_time_polls_are_dense(elapsed):
-    assert STEADY.delay(elapsed, previous_delay=0.9) == 0.9
+    assert STEADY.delay(elapsed, previous_delay=DENSE) == DENSE
 
 
 def test_after_the_window_waits_grow_geometrically_up_to_max_interval():
-    waits, previous, t = [], 0.9, WINDOW_END
+    waits, previous, t = [], DENSE, WINDOW_END
     for _ in range(12):
         previous = STEADY.delay(t, previous)
         waits.append(previous)
         t += previous
-    assert waits[0] == pytest.approx(0.9 * 1.5)
+    assert waits[0] == pytest.approx(DENSE * 1.5)
     assert all(b == pytest.approx(min(15.0, a * 1.5)) for a, b in itertools.pairwise(waits))
     assert waits[-1] == 15.0
 
 
 def test_after_the_window_a_wait_is_never_shorter_than_the_dense_interval():
-    assert STEADY.delay(WINDOW_END + 1, previous_delay=0.01) == 0.9
+    assert STEADY.delay(WINDOW_END + 1, previous_delay=0.01) == DENSE
 
 
 def test_the_window_width_can_be_set():
     schedule = PollSchedule(jitter=0.0, spread_seconds=1.0)  # window 44.5-46.5 s
     assert schedule.delay(44.0, 15.0) == pytest.approx(0.5)  # approach: lands on the window start
-    assert schedule.delay(45.0, 0.9) == 0.9
-    assert schedule.delay(47.0, 0.9) == pytest.approx(1.35)
+    assert schedule.delay(45.0, DENSE) == DENSE
+    assert schedule.delay(47.0, DENSE) == pytest.approx(DENSE * 1.5)
 
 
 def test_jitter_stays_within_its_bounds_and_actually_varies():
     schedule = PollSchedule(jitter=0.1)
     rng = random.Random(7)
-    waits = [schedule.delay(45.0, 0.9, rng) for _ in range(2000)]
-    assert min(waits) >= 0.9 * 0.9
-    assert max(waits) <= 0.9 * 1.1
+    waits = [schedule.delay(45.0, DENSE, rng) for _ in range(2000)]
+    assert min(waits) >= DENSE * 0.9
+    assert max(waits) <= DENSE * 1.1
     assert max(waits) - min(waits) > 0.1
 
 
@@ -238,7 +240,7 @@ def test_a_ceiling_below_the_dense_interval_is_refused():
 
 def test_a_ceiling_below_the_default_dense_interval_is_refused_too():
     """The check is on the schedule the overrides make, defaults included, not on the overrides alone."""
-    with pytest.raises(InvalidParameter, match=r"max_interval \(0.5\) must be at least dense_interval \(0.9\)"):
+    with pytest.raises(InvalidParameter, match=r"max_interval \(0.5\) must be at least dense_interval \(0.8\)"):
         validate_overrides({"max_interval": 0.5})
 
 
