@@ -47,12 +47,13 @@ DEFAULT_DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 #: Environment variable set on every process the harness starts (see ``AirflowDeployment.owns``).
 MARKER_ENV = "REALAIRFLOW_DEPLOYMENT_ID"
 
-#: Components started (in this order) after ``airflow db migrate`` (LocalExecutor, one triggerer).
-COMPONENTS: tuple[str, ...] = ("api-server", "scheduler", "dag-processor", "triggerer")
-
 CELERY_EXECUTOR = "CeleryExecutor"
-#: Component name prefixes in a CeleryExecutor deployment: ``celery-worker-1``, ``triggerer-2``...
+#: Component names (prefixes when there are several: ``celery-worker-1``, ``triggerer-2``...).
 CELERY_WORKER, TRIGGERER = "celery-worker", "triggerer"
+#: Components started (in this order) after ``airflow db migrate``, before the triggerer(s) and workers.
+CORE_COMPONENTS: tuple[str, ...] = ("api-server", "scheduler", "dag-processor")
+#: The default deployment's components: LocalExecutor (workers are the scheduler's children), one triggerer.
+COMPONENTS: tuple[str, ...] = (*CORE_COMPONENTS, TRIGGERER)
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 TERMINAL_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -745,7 +746,7 @@ class AirflowDeployment:
     @property
     def component_names(self) -> tuple[str, ...]:
         """Every component, in start order; the LocalExecutor default is ``COMPONENTS``."""
-        return ("api-server", "scheduler", "dag-processor", *self.triggerer_names, *self.worker_names)
+        return (*CORE_COMPONENTS, *self.triggerer_names, *self.worker_names)
 
     @staticmethod
     def _own_env(name: str) -> dict[str, str]:
