@@ -121,6 +121,9 @@ def zw(airflow_deployment: DeploymentFactory, tmp_path_factory: pytest.TempPathF
             f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps({**emulators[emu].connection_dict(), "extra": extra})
             for conn_id, (emu, extra) in CONNECTIONS.items()
         }
+        # A fresh API server can take tens of seconds over its first task start on a loaded 2-core machine;
+        # the default 5 s then fails the classic task before it starts (the zero-worker one makes no such call).
+        env["AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT"] = "120"
         deployment = airflow_deployment(env=env)
         yield ZeroWorker(deployment, emulators, tmp_path_factory.mktemp("zero-worker-outputs"))
         # Nobody else uses this env: free the 2-core machine for the next module right away.
