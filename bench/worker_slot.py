@@ -144,9 +144,18 @@ def measure(
         load = {"before": load_before, "after": os.getloadavg()}
         print(f"[{label}] load average (1, 5, 15 min) before {_load(load_before)}, after {_load(load['after'])}")
         run_id = run["dag_run_id"]
-        slots = slot_seconds((deployment.logs_dir / "scheduler.log").read_text(errors="replace"))
+        tis = deployment.client.task_instances(DAG_ID, run_id)
+        # A supervisor logs "Workload finished" after it has reported the end, so the run can be over
+        # before the last lines are written: wait (bounded) until every sampled process has its line.
+        settle = time.monotonic() + 30
+        while True:
+            slots = slot_seconds((deployment.logs_dir / "scheduler.log").read_text(errors="replace"))
+            missing = [t for t in tis if len(slots.get(t["id"], [])) < len(sampler.segments(t["id"]))]
+            if not missing or time.monotonic() > settle:
+                break
+            time.sleep(0.5)
         results = []
-        for ti in deployment.client.task_instances(DAG_ID, run_id):
+        for ti in tis:
             task_id = ti["task_id"]
             segments = sampler.segments(ti["id"])
             xcom = deployment.client.xcoms(DAG_ID, run_id, task_id).get("return_value") or {}
