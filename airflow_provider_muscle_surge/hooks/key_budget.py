@@ -47,6 +47,10 @@ BURST_SECONDS = 0.25
 #: When a wait is cut by the call's bound (``until``), the call still keeps this long to run:
 #: the final look at a deadline happens, over budget if it must.
 CALL_ROOM_SECONDS = 2.0
+#: A caller that wakes from its sent slot later than the bucket's tolerance (at least this) takes a
+#: new slot, up to ``MAX_RETIMES`` times: late wake-ups must not reach the service as one burst.
+MIN_LATE_SECONDS = 0.05
+MAX_RETIMES = 3
 
 
 @dataclass
@@ -88,6 +92,9 @@ class _Ticket:
     generation: int
     planned: bool = False
     sent: bool = False
+    #: The instant the sent step let this call through (to tell a late wake-up).
+    sent_at: float | None = None
+    retimed: int = 0
 
 
 class _Waiter:
@@ -143,6 +150,7 @@ class KeyBudget:
         self._waiters: deque[_Waiter] = deque()
         #: Counters for logs, tests and benchmarks (not used for decisions).
         self.pauses = 0
+        self.retimed = 0
         self.submit_peak = 0
 
     def __repr__(self) -> str:
@@ -184,7 +192,7 @@ class KeyBudget:
             bounded = ticket.latest is not None and now >= ticket.latest
             if ticket.generation != self._generation and not bounded:
                 # A pause began while this caller slept: its slot may lie inside the pause. Start over.
-                ticket.generation, ticket.planned, ticket.sent = self._generation, False, False
+                ticket.generation, ticket.planned, ticket.sent, ticket.sent_at = self._generation, False, False, None
             if not ticket.planned:
                 ticket.planned = True
                 if ticket.rated:
@@ -193,13 +201,27 @@ class KeyBudget:
                     at = self._pause_until if ticket.latest is None else min(self._pause_until, ticket.latest)
                 if at > now:
                     return at
-            if ticket.rated and not ticket.sent:
+            if ticket.rated and (not ticket.sent or self._late(ticket, now, bounded)):
                 ticket.sent = True
                 at = self._sent.reserve(now, not_before=self._pause_until, latest=ticket.latest)
                 self._planned.tat = max(self._planned.tat, self._sent.tat)
+                ticket.sent_at = at
                 if at > now:
                     return at
             return None
+
+    def _late(self, ticket: _Ticket, now: float, bounded: bool) -> bool:
+        """Whether a caller woke from its sent slot later than the bucket's own tolerance (a starved or
+        stalled loop): it takes a new slot, or the late ones would reach the service together. A few times
+        at most, and never past the call's bound."""
+        if bounded or ticket.sent_at is None or ticket.retimed >= MAX_RETIMES:
+            return False
+        tolerance = max(MIN_LATE_SECONDS, (self._sent.burst - 1.0) / self._sent.rate)
+        if now - ticket.sent_at <= tolerance:
+            return False
+        ticket.retimed += 1
+        self.retimed += 1
+        return True
 
     def _ticket(self, rated: bool, until: float | None) -> _Ticket:
         latest = None if until is None else time.monotonic() + (until - time.time()) - CALL_ROOM_SECONDS
