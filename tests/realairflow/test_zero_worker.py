@@ -242,9 +242,23 @@ def test_a_permanent_failure_fails_after_one_try_with_the_classic_error(zw: Zero
     ti = zw.client.task_instance(dag_id, run_id, "blocked")
     assert run["state"] == "failed" and ti["state"] == "failed", (run, ti)
     assert ti["try_number"] == 1, "a content block is permanent: retries=2 must not be used"
-    assert submissions(emu) - before == 1
+    assert submissions(emu) - before == 1  # the content block's; nothing for the template below
     log = zw.log_text(dag_id, run_id, "blocked")
     assert "InferenceFailed" in log and "responsible-AI filter" in log, log[-3000:]
+
+
+@pytest.mark.timeout(300)
+def test_a_template_the_triggerer_cannot_render_goes_to_a_worker_and_is_never_paid_for(zw: ZeroWorker) -> None:
+    dag_id, emu = "zero_worker_failures", zw.emulators["zw"]
+    before = submissions(emu)
+    run_id, _ = zw.run(dag_id, zw.conf("zw", "undefined"))
+    ti = zw.client.task_instance(dag_id, run_id, "undefined")
+    assert ti["state"] == "failed", ti
+    # Airflow's own triggerer rendering would have made it "" and submitted it; here nothing was sent.
+    assert submissions(emu) - before == 1  # the content-block task of the same DAG run only
+    log = zw.log_text(dag_id, run_id, "undefined")
+    assert "handing the task to a worker (nothing was submitted)" in log, log[-3000:]
+    assert "no_such_key" in log, log[-3000:]  # the worker's own rendering names what is undefined
 
 
 @pytest.mark.timeout(360)

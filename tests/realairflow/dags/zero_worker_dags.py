@@ -7,7 +7,9 @@ own emulator through its own connection, so each emulator's counters belong to o
   classic deferrable way, so the test can compare their results and XComs. ``segmind_zero``.
 * ``zero_worker_kill`` -- a long job; the test SIGKILLs the triggerer mid-wait. ``segmind_zero_kill``.
 * ``zero_worker_failures`` -- a content block (FAILED, HTTP 422): permanent, ends after one try
-  although ``retries=2``. ``segmind_zero``.
+  although ``retries=2``; and a template naming a conf key the run does not have, which the
+  triggerer must not render as "" and pay for: the task goes to a worker, which fails to render it.
+  ``segmind_zero``.
 * ``zero_worker_flaky`` -- the test makes the status endpoint fail past the retry bound on try 1
   (``PollingGaveUp``, retryable); try 2 re-attaches. ``segmind_zero_flaky``.
 * ``zero_worker_mapped`` -- ``.partial(start_from_trigger=True).expand(...)``: Airflow starts mapped
@@ -54,6 +56,12 @@ def zero_worker_failures() -> None:
         retries=2,
         retry_delay=timedelta(seconds=1),
         **{**COMMON, "image_url": IMAGE + "?rai-block"},
+    )
+    MuscleSurgeOperator(
+        task_id="undefined",
+        segmind_conn_id="segmind_zero",
+        start_from_trigger=True,
+        **{**COMMON, "image_url": "{{ dag_run.conf['no_such_key'] }}"},
     )
 
 
