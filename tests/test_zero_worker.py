@@ -346,3 +346,12 @@ def test_the_async_download_applies_the_sync_hooks_rules(segmind_conn: EmulatorP
     with pytest.raises(MalformedResponse, match="larger than"):
         asyncio.run(download(tmp_path / "capped" / "video.mp4", max_bytes=1024 * 1024))
     assert list((tmp_path / "capped").iterdir()) == []
+
+
+def test_start_from_trigger_from_default_args_plans_like_the_argument() -> None:
+    with a_dag(default_args={"start_from_trigger": True}):
+        inherited = MuscleSurgeOperator(task_id="inherited", image_url=IMAGE)
+        opted_out = MuscleSurgeOperator(task_id="opted_out", image_url=IMAGE, start_from_trigger=False)
+
+    assert inherited.start_from_trigger and inherited.start_trigger_args.trigger_kwargs["image_url"] == IMAGE
+    assert not opted_out.start_from_trigger and opted_out.start_trigger_args is None

@@ -83,6 +83,8 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
     """
 
     template_fields: tuple[str, ...] = ("model", "payload", "output_path")
+    #: A subclass whose body comes from attributes set after this ``__init__`` plans zero-worker mode itself.
+    _plans_zero_worker_itself = False
     template_fields_renderers = {"payload": "json"}
     operator_extra_links = (SegmindOutputLink(), SegmindRequestLink())
     ui_color = "#f6d365"
@@ -128,7 +130,7 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
             if not isinstance(self.payload, dict):
                 raise InvalidParameter("payload", _short(self.payload), "a JSON object (dict) of model parameters")
             _check_json_payload(self.payload, run_time=False)
-        if self.zero_worker:
+        if self.zero_worker and not self._plans_zero_worker_itself:
             self._plan_zero_worker()
 
     # --- checks -----------------------------------------------------------------------------------
@@ -667,6 +669,7 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
     Other parameters: see :class:`SegmindSubmitOperator`.
     """
 
+    _plans_zero_worker_itself = True
     template_fields: tuple[str, ...] = (
         "image_url",
         "duration",
@@ -696,8 +699,9 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
                 "MuscleSurgeOperator takes typed parameters: use image_url=, duration=, quality=, motion_mode=, "
                 "seed=, style= (or SegmindSubmitOperator(model='muscle-surge', payload=...))",
             )
-        # Zero-worker planning needs the typed parameters, which are set below: it happens at the end.
-        start_from_trigger = kwargs.pop("start_from_trigger", False)
+        # Zero-worker planning needs the typed parameters, which are set below: it happens at the end
+        # (the base class may also have it from default_args, which Airflow applies there).
+        start_from_trigger = kwargs.pop("start_from_trigger", None)
         super().__init__(model=MUSCLE_SURGE, **kwargs)
         self.image_url = image_url
         self.duration = duration
@@ -715,7 +719,8 @@ class MuscleSurgeOperator(SegmindSubmitOperator):
                 if not _is_template(v) or k in _PARSE_TIME_STAND_INS
             }
         )
-        self.zero_worker = check_flag("start_from_trigger", start_from_trigger)
+        if start_from_trigger is not None:
+            self.zero_worker = check_flag("start_from_trigger", start_from_trigger)
         if self.zero_worker:
             self._plan_zero_worker()
 
