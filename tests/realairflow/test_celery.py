@@ -246,7 +246,7 @@ def test_celery_workers_and_triggerers_killed_mid_run_lose_nothing_and_pay_once(
 
     # 2. Every render is submitted (and recorded); one more submits and pauses before deferring:
     #    SIGKILL the Celery worker running it, with all it runs, like a lost node.
-    wait_until(lambda: all_submitted(deployment, load_run), timeout=300, what="every render to submit")
+    wait_until(lambda: all_submitted(deployment, load_run), timeout=max(300, JOBS * 6), what="every render to submit")
     crash_conf = scenario.conf("crash", pause_after_submit=600)
     crash_run = deployment.trigger("celery_worker_crash", crash_conf)
     request_id = str(
