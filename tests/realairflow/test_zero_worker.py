@@ -3,7 +3,8 @@
 Why a real deployment: the claim is about processes. "No worker" means no task process was ever
 started for the task instance, which only a real scheduler, triggerer and executor can show; the
 re-attach claim needs a triggerer that is SIGKILLed and replaced; the retry claims need Airflow's
-own retry routing of a task that starts in the triggerer.
+own retry routing of a task that starts in the triggerer; the fallbacks need Airflow's own choice
+(a mapped task) and its own rendering (a template the triggerer cannot render goes to a worker).
 
 How "no worker" is proven: every Airflow 3 task process sets its title to
 ``airflow worker -- <TI uuid>``. A sampler thread scans the process table every 50 ms for the whole
