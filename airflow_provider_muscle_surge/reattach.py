@@ -56,6 +56,19 @@ class RequestRecord:
         return asdict(self)
 
     @classmethod
+    def of(cls, submission: Any, model: str, fingerprint: str, try_number: int | None) -> RequestRecord:
+        """The record of a submit that was just accepted (the worker's and the trigger's alike)."""
+        return cls(
+            request_id=submission.request_id,
+            status_url=submission.status_url,
+            response_url=submission.response_url,
+            model=model,
+            fingerprint=fingerprint,
+            submitted_at=time.time(),
+            try_number=try_number,
+        )
+
+    @classmethod
     def from_dict(cls, data: Any) -> RequestRecord | None:
         if not isinstance(data, dict):
             return None

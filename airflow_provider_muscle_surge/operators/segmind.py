@@ -231,15 +231,7 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
             # Fails, before anything is paid, when Airflow already gave this try up (see reattach).
             reattach.claim(context, fingerprint, try_number)
             submission = hook.submit(self.model, body, resubmit_on_unknown_outcome=self.resubmit_on_unknown_outcome)
-            record = reattach.RequestRecord(
-                request_id=submission.request_id,
-                status_url=submission.status_url,
-                response_url=submission.response_url,
-                model=self.model,
-                fingerprint=fingerprint,
-                submitted_at=time.time(),
-                try_number=try_number,
-            )
+            record = reattach.RequestRecord.of(submission, self.model, fingerprint, try_number)
             # Saved before anything else can fail: from here on a retry must find this request.
             reattach.save(context, record)
         self._publish_request(context, record)

@@ -232,15 +232,7 @@ class SegmindJobTrigger(BaseTrigger):
         try_number = getattr(ti, "try_number", None)
         await reattach.aclaim(ti, fingerprint, try_number)
         submission = await hook.submit(self.model, body, resubmit_on_unknown_outcome=self.resubmit_on_unknown_outcome)
-        record = reattach.RequestRecord(
-            request_id=submission.request_id,
-            status_url=submission.status_url,
-            response_url=submission.response_url,
-            model=self.model,
-            fingerprint=fingerprint,
-            submitted_at=time.time(),
-            try_number=try_number,
-        )
+        record = reattach.RequestRecord.of(submission, self.model, fingerprint, try_number)
         # Saved before anything else can fail: from here on a retry or a new triggerer must find it.
         await reattach.asave(ti, record)
         return record, None
