@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast lint demo bench clean
+.PHONY: venv test test-celery test-fast lint demo bench clean
 
 # Two editable distributions side by side: the provider (with its test tools) and the Segmind emulator
 # (segmind-emulator/: aiohttp, PyAV, Pillow, numpy). The emulator goes last: reinstalling an older
@@ -17,10 +17,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml segmind-emulator/pyproject.toml
 
 venv: $(VENV)/.installed
 
-## The whole suite: lint, unit and emulator tests, example DAGs, and the real-Airflow deployment tests.
+## The whole suite: lint, unit and emulator tests, example DAGs, and the real-Airflow deployment tests
+## (all but the CeleryExecutor scenario, which has its own target below).
 test: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not celery" $(PYTEST_ARGS)
+
+## The CeleryExecutor scenario (Redis, two Celery workers, two triggerers, S3 on moto): 5-7 minutes.
+## Needs redis-server (.ci/install-redis.sh) besides PostgreSQL. REALAIRFLOW_CELERY_JOBS=200 for the full size.
+test-celery: venv
+	$(VENV)/bin/pytest -m celery -s $(PYTEST_ARGS)
 
 ## Everything but the real-Airflow deployment tests (about a minute).
 test-fast: venv

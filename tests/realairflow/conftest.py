@@ -69,7 +69,7 @@ class DeploymentFactory:
         return [d for d in self.all if not d.stopped]
 
     def stop_all(self) -> None:
-        for deployment in self.all:
+        for deployment in self.running():
             deployment.stop()
             if "startup_total" in deployment.timings:
                 phases = ", ".join(f"{k}={v:.1f}s" for k, v in deployment.timings.items())
@@ -120,6 +120,19 @@ def session_emulator() -> Iterator[Any]:
     finally:
         for _, emu in started.values():
             emu.stop()
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop every deployment after the last deployment test, not at the end of the session.
+
+    A deployment left running keeps its dag-processor re-parsing and its scheduler looping for the
+    rest of the session, and on CI's two cores that slows every test that runs after it.
+    """
+    if _FACTORY is not None and (nextitem is None or _REALAIRFLOW_DIR not in Path(str(nextitem.path)).parents):
+        _FACTORY.stop_all()
+
+
+_REALAIRFLOW_DIR = Path(__file__).resolve().parent
 
 
 @pytest.hookimpl(wrapper=True)
