@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -97,11 +98,12 @@ class _Ticket:
     retimed: int = 0
 
 
-class _Waiter:
+class _Waiter(ABC):
     """One caller queued for a submit slot; ``hand`` gives it the slot (False: it is gone)."""
 
+    @abstractmethod
     def hand(self, budget: KeyBudget) -> bool:
-        raise NotImplementedError
+        """Give the slot to this caller, from whichever thread or loop releases it."""
 
 
 class _LoopWaiter(_Waiter):
