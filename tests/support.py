@@ -8,6 +8,7 @@ promise, parametrised over :data:`HOOKS` (fixture ``either_hook``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -99,3 +100,12 @@ class Client:
         now = time.time()
         times = {"submitted_at": now, "deadline": now + timeout}
         return self.call("wait_for_request", request_id, **times, schedule=schedule, **kwargs)
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a saved file, read in 1 MiB chunks (outputs are videos): what an output's record must match."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

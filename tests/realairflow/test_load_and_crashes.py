@@ -31,7 +31,6 @@ The full load run alone: ``REALAIRFLOW_LOAD_JOBS=200 pytest -m realairflow <this
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -47,6 +46,7 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 from segmind_emulator.testing import EmulatorProcess
+from support import file_sha256
 
 from airflow_provider_muscle_surge import contract
 
@@ -161,14 +161,6 @@ def faults(airflow_deployment: DeploymentFactory, tmp_path_factory: pytest.TempP
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def return_value(client: AirflowRestClient, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
     """One TI's XCom ``return_value`` through the REST API (one call, also for mapped TIs)."""
     body = client.get(
@@ -186,7 +178,7 @@ def verify_saved(result: dict[str, Any], output_dir: str) -> str:
     path = urllib.parse.unquote(urllib.parse.urlsplit(saved["path"]).path)
     assert path.startswith(output_dir) and Path(path).name == f"{result['request_id']}.mp4", saved
     assert os.path.getsize(path) == saved["bytes"] > 1000
-    assert _sha256(path) == saved["sha256"], f"{path} does not match its reported sha256"
+    assert file_sha256(path) == saved["sha256"], f"{path} does not match its reported sha256"
     return str(saved["sha256"])
 
 

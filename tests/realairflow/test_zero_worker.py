@@ -20,7 +20,6 @@ DAGs: ``dags/zero_worker_dags.py``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -33,6 +32,7 @@ from typing import Any
 
 import pytest
 from segmind_emulator.testing import EmulatorProcess
+from support import file_sha256
 
 from .conftest import DeploymentFactory
 from .harness import AirflowDeployment, AirflowRestClient, wait_until
@@ -135,21 +135,13 @@ def zw(airflow_deployment: DeploymentFactory, tmp_path_factory: pytest.TempPathF
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def saved_file(result: dict[str, Any], output_dir: str) -> Path:
     """The video a task reported, checked: under ``output_dir``, its size and sha256 as reported."""
     saved = result["saved"]
     path = Path(urllib.parse.unquote(urllib.parse.urlsplit(saved["path"]).path))
     assert str(path).startswith(output_dir) and path.name == f"{result['request_id']}.mp4", saved
     assert os.path.getsize(path) == saved["bytes"] > 1000
-    assert _sha256(str(path)) == saved["sha256"], f"{path} does not match its reported sha256"
+    assert file_sha256(str(path)) == saved["sha256"], f"{path} does not match its reported sha256"
     return path
 
 
