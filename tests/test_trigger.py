@@ -20,7 +20,7 @@ from airflow.sdk._shared.module_loading import import_string
 from segmind_emulator.testing import EmulatorProcess
 
 from airflow_provider_muscle_surge.polling import PollSchedule
-from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger
+from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger, deferral_time, resume_settle_seconds
 
 RAI_DETAIL = "Content blocked by the responsible-AI filter: the input image was flagged as unsafe"
 #: A quick, regular cadence for 1 s emulator jobs.
@@ -71,7 +71,7 @@ def test_serialized_kwargs_are_plain_json() -> None:
     _, kwargs = SegmindRequestTrigger(request_id="3f1c", deadline=1_800_000_000.0).serialize()
 
     assert json.loads(json.dumps(kwargs)) == kwargs
-    assert set(kwargs) == {"request_id", "deadline", "submitted_at", "segmind_conn_id", "schedule"}
+    assert set(kwargs) == {"request_id", "deadline", "submitted_at", "segmind_conn_id", "schedule", "deferred_at"}
     assert PollSchedule.from_dict(kwargs["schedule"]) == PollSchedule(), "default: the muscle-surge schedule"
 
 
@@ -212,3 +212,57 @@ async def test_cancelled_run_closes_its_http_session(
 
     assert len(sessions) == 1
     assert sessions[0].closed, "a triggerer cancelling the wait must not leak connections"
+
+
+# --- not resuming before Airflow has seen the task defer ----------------------------------------
+HELD = "resuming the task in"
+
+
+@pytest.fixture
+def one_second_heartbeat(monkeypatch: pytest.MonkeyPatch) -> float:
+    """``[workers] min_heartbeat_interval = 1``: the hold is then that plus the scheduler's slack."""
+    monkeypatch.setenv("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "1")
+    return resume_settle_seconds()
+
+
+def test_the_hold_follows_the_supervisors_heartbeat_setting(one_second_heartbeat: float) -> None:
+    assert one_second_heartbeat == 6.0, "1 s of supervisor wait + 5 s for the scheduler to read the report"
+
+
+async def test_a_failure_right_after_the_deferral_is_held_until_airflow_has_seen_the_deferral(
+    segmind_conn: EmulatorProcess, one_second_heartbeat: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Airflow 3.3.2 fails a try that an event resumes before the scheduler read the deferring
+    # process's exit ("state changed externally"): a permanent failure would cost a second try.
+    trigger = trigger_for(submit(segmind_conn, image_url=segmind_conn.sample_url() + "?look=rai-block"))
+    trigger.deferred_at = time.time()
+
+    (event,) = await run_to_end(trigger)
+
+    assert event["status"] == "failed", "held, not changed"
+    assert time.time() >= trigger.deferred_at + one_second_heartbeat
+    assert HELD in capsys.readouterr().out, "the trigger's log says why the task resumes later"
+
+
+async def test_an_answer_long_after_the_deferral_is_not_held(
+    segmind_conn: EmulatorProcess, one_second_heartbeat: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trigger = trigger_for(submit(segmind_conn))
+    trigger.deferred_at = time.time() - one_second_heartbeat  # a triggerer restart, or a long job
+
+    (event,) = await run_to_end(trigger)
+
+    assert event["status"] == "completed"
+    output = capsys.readouterr().out
+    assert "COMPLETED after" in output, "the trigger's log is captured here"
+    assert HELD not in output
+
+
+def test_a_task_run_in_process_by_dag_test_is_never_held() -> None:
+    from airflow.sdk.execution_time import task_runner
+    from airflow.sdk.execution_time.supervisor import InProcessSupervisorComms
+
+    assert isinstance(deferral_time(), float), "under a supervisor (a worker): the deferral is timed"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(task_runner, "SUPERVISOR_COMMS", object.__new__(InProcessSupervisorComms), raising=False)
+        assert deferral_time() is None, "dag.test() runs the trigger after the task in one process: no race"

@@ -246,7 +246,7 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
             }
         deadline = self._deadline(record)
         if self.deferrable:
-            from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger
+            from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger, deferral_time
 
             self.defer(
                 trigger=SegmindRequestTrigger(
@@ -255,6 +255,7 @@ class SegmindSubmitOperator(SegmindLineageMixin, BaseOperator):
                     submitted_at=record.submitted_at,
                     segmind_conn_id=self.segmind_conn_id,
                     schedule=schedule.to_dict(),
+                    deferred_at=deferral_time(),
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=max(0.0, deadline - time.time())) + DEFER_GRACE,

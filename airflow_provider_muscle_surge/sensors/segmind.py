@@ -92,7 +92,7 @@ class SegmindRequestSensor(BaseSensorOperator):
         context["ti"].xcom_push(key="status_url", value=status_url)
         if not self.deferrable:
             return super().execute(context)
-        from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger
+        from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger, deferral_time
 
         now = time.time()
         self.defer(
@@ -102,6 +102,7 @@ class SegmindRequestSensor(BaseSensorOperator):
                 submitted_at=now,
                 segmind_conn_id=self.segmind_conn_id,
                 schedule=schedule.to_dict(),
+                deferred_at=deferral_time(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=float(self.timeout)) + DEFER_GRACE,

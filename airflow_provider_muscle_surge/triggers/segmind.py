@@ -23,6 +23,44 @@ from airflow_provider_muscle_surge.polling import PollSchedule, Step, Watch
 
 #: Slack on top of the wait's own bound before the trigger stops it from outside.
 OUTER_GRACE_SECONDS = 5.0
+#: Seconds the scheduler needs, on top of the supervisor's wait, to read the deferring try's exit.
+EXECUTOR_REPORT_SLACK_SECONDS = 5.0
+
+
+def resume_settle_seconds() -> float:
+    """How long after a deferral an event may safely resume the task.
+
+    Airflow 3.3.2 race: when a trigger event resumes a task before the scheduler has read the
+    executor's report that the deferring process ended (the supervisor waits up to ``[workers]
+    min_heartbeat_interval`` before it reports), the scheduler takes that report for the resumed
+    try and fails it as "state changed externally": a permanent failure costs a second try and a
+    success a pointless retry. Holding an event until the report has surely been read avoids it;
+    only answers in the first seconds after the deferral (failures, never a real render) wait.
+    """
+    from airflow.sdk import conf
+
+    try:
+        heartbeat = conf.getfloat("workers", "min_heartbeat_interval", fallback=5.0)
+    except Exception:  # a malformed setting is the deployment's problem; Airflow's default then
+        heartbeat = 5.0
+    # A NaN or absurd setting must not hold an event for ever: the hold is a courtesy, not a wait.
+    heartbeat = min(max(heartbeat, 0.0), 60.0) if heartbeat == heartbeat else 5.0
+    return heartbeat + EXECUTOR_REPORT_SLACK_SECONDS
+
+
+def deferral_time() -> float | None:
+    """``deferred_at`` for a trigger created now; None where no executor reports the deferral.
+
+    ``dag.test()`` and ``airflow dags test`` run the task and its trigger in one process, one after
+    the other: there is no report to wait for, so nothing is held there.
+    """
+    try:
+        from airflow.sdk.execution_time import task_runner
+
+        in_process = type(getattr(task_runner, "SUPERVISOR_COMMS", None)).__name__ == "InProcessSupervisorComms"
+    except Exception:  # an SDK without that module: hold, the safe side
+        in_process = False
+    return None if in_process else time.time()
 
 
 class SegmindRequestTrigger(BaseTrigger):
@@ -32,6 +70,8 @@ class SegmindRequestTrigger(BaseTrigger):
     :param deadline: absolute epoch seconds; a restarted triggerer keeps the same deadline.
     :param submitted_at: epoch seconds of the submit; the adaptive schedule is relative to it.
     :param schedule: ``PollSchedule.to_dict()``; default: the muscle-surge schedule.
+    :param deferred_at: epoch seconds of the deferral; an event is held until
+        :func:`resume_settle_seconds` after it. None: never held.
     """
 
     def __init__(
@@ -41,6 +81,7 @@ class SegmindRequestTrigger(BaseTrigger):
         submitted_at: float | None = None,
         segmind_conn_id: str = DEFAULT_CONN_ID,
         schedule: dict[str, Any] | None = None,
+        deferred_at: float | None = None,
     ) -> None:
         super().__init__()
         self.request_id = request_id
@@ -48,6 +89,7 @@ class SegmindRequestTrigger(BaseTrigger):
         self.submitted_at = float(submitted_at if submitted_at is not None else time.time())
         self.segmind_conn_id = segmind_conn_id
         self.schedule = dict(schedule) if schedule else PollSchedule().to_dict()
+        self.deferred_at = None if deferred_at is None else float(deferred_at)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -58,36 +100,52 @@ class SegmindRequestTrigger(BaseTrigger):
                 "submitted_at": self.submitted_at,
                 "segmind_conn_id": self.segmind_conn_id,
                 "schedule": self.schedule,
+                "deferred_at": self.deferred_at,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Always yields exactly one event, by the deadline plus the last look at the latest.
+        """Always yields exactly one event, by the deadline plus the last look at the latest
+        (an answer in the first seconds after the deferral is held a little, see ``_settle``).
 
         The wait enforces the deadline during each call; the outer bound below also covers what
         happens before the first call (reading the connection). Anything unexpected becomes an
         error event (retryable: the job may be fine, and the next try re-attaches to it), never a
         raw exception in the triggerer.
         """
+        event = await self._outcome()
+        await self._settle()
+        yield TriggerEvent(event)
+
+    async def _outcome(self) -> dict[str, Any]:
         bound = max(0.0, self.deadline - time.time()) + LAST_LOOK_SECONDS + OUTER_GRACE_SECONDS
         try:
             result = await asyncio.wait_for(self._wait(), timeout=bound)
         except SegmindError as err:
             self.log.warning("Segmind request %s: %s", self.request_id, err)
-            yield TriggerEvent(events.error_event(self.request_id, err))
-            return
+            return events.error_event(self.request_id, err)
         except asyncio.TimeoutError:
             err = InferenceTimeout(self.request_id, time.time() - self.submitted_at)
             self.log.warning("Segmind request %s: %s", self.request_id, err)
-            yield TriggerEvent(events.error_event(self.request_id, err))
-            return
+            return events.error_event(self.request_id, err)
         except Exception as err:  # the triggerer must get an event, whatever broke
             self.log.exception("Segmind request %s: unexpected error while waiting", self.request_id)
             cause = TransportError(f"unexpected {type(err).__name__} while waiting: {contract.shorten(str(err))}")
-            yield TriggerEvent(events.error_event(self.request_id, PollingGaveUp.after(self.request_id, cause)))
-            return
+            return events.error_event(self.request_id, PollingGaveUp.after(self.request_id, cause))
         self.log.info("Segmind request %s COMPLETED after %.1fs", self.request_id, time.time() - self.submitted_at)
-        yield TriggerEvent(events.completed_event(self.request_id, result))
+        return events.completed_event(self.request_id, result)
+
+    async def _settle(self) -> None:
+        """Hold an early event until the scheduler has read the deferring try's exit (see
+        :func:`resume_settle_seconds`); a cancelled trigger stops holding at once."""
+        if self.deferred_at is None:
+            return
+        hold = self.deferred_at + resume_settle_seconds() - time.time()
+        if hold > 0:
+            self.log.info(
+                "Segmind request %s: resuming the task in %.1fs, once Airflow has seen it defer", self.request_id, hold
+            )
+            await asyncio.sleep(hold)
 
     async def _wait(self) -> dict[str, Any]:
         # One HTTP session for the whole wait, closed when the block exits (also on cancel).

@@ -56,6 +56,8 @@ CORE_COMPONENTS: tuple[str, ...] = ("api-server", "scheduler", "dag-processor")
 COMPONENTS: tuple[str, ...] = (*CORE_COMPONENTS, TRIGGERER)
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+#: Audit-log events of the scheduler ending a try itself (airflow/jobs/scheduler_job_runner.py, 3.3.2).
+SCHEDULER_EVENTS = ("state mismatch", "heartbeat timeout", "stuck in queued tries exceeded")
 TERMINAL_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -389,7 +391,7 @@ class AirflowRestClient:
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
 
-    def _paged(
+    def paged(
         self, path: str, key: str, params: Mapping[str, Any] | None = None, page: int = 100
     ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -414,10 +416,10 @@ class AirflowRestClient:
         return dict(self.session.get(f"{self.base_url}/api/v2/version", timeout=self.timeout).json())
 
     def import_errors(self) -> list[dict[str, Any]]:
-        return self._paged("/api/v2/importErrors", "import_errors")
+        return self.paged("/api/v2/importErrors", "import_errors")
 
     def dags(self) -> list[dict[str, Any]]:
-        return self._paged("/api/v2/dags", "dags")
+        return self.paged("/api/v2/dags", "dags")
 
     def dag(self, dag_id: str) -> dict[str, Any] | None:
         resp = self.request("GET", f"/api/v2/dags/{dag_id}", expected=(200, 404))
@@ -491,7 +493,7 @@ class AirflowRestClient:
         return dict(self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"))
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return self._paged(f"/api/v2/dags/{dag_id}/dagRuns", "dag_runs")
+        return self.paged(f"/api/v2/dags/{dag_id}/dagRuns", "dag_runs")
 
     def wait_for_run(
         self, dag_id: str, run_id: str, *, timeout: float = 180.0, states: Iterable[str] = TERMINAL_RUN_STATES
@@ -514,7 +516,7 @@ class AirflowRestClient:
 
     def task_instances(self, dag_id: str, run_id: str, **filters: Any) -> list[dict[str, Any]]:
         """All TIs of a run, mapped ones included (one entry per map_index), with state/try/duration."""
-        return self._paged(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", "task_instances", filters)
+        return self.paged(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", "task_instances", filters)
 
     def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
         base = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
@@ -524,7 +526,7 @@ class AirflowRestClient:
         """Every try of a TI (history + current), oldest first."""
         base = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
         path = f"{base}/tries" if map_index < 0 else f"{base}/{map_index}/tries"
-        tries = self._paged(path, "task_instances")
+        tries = self.paged(path, "task_instances")
         return sorted(tries, key=lambda t: int(t["try_number"]))
 
     def wait_for_task_state(
@@ -581,7 +583,7 @@ class AirflowRestClient:
         params: dict[str, Any] = {}
         if map_index is not None:
             params["map_index"] = map_index
-        entries = self._paged(
+        entries = self.paged(
             f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries", "xcom_entries", params
         )
         result: dict[str, Any] = {}
@@ -599,18 +601,32 @@ class AirflowRestClient:
     def task_state_store(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
         """The TI's task_state_store entries (key -> value) via the public REST API."""
         params = {} if map_index < 0 else {"map_index": map_index}
-        entries = self._paged(
+        entries = self.paged(
             f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/state-store", "task_state_store", params
         )
         return {str(e["key"]): e["value"] for e in entries}
 
+    def scheduler_interventions(self, dag_id: str, run_id: str, task_id: str | None = None) -> list[str]:
+        """The scheduler's audit entries for tries it ended itself, one line each: an executor's
+        report that contradicted the TI's state ("state mismatch"), a lost heartbeat, a task stuck
+        in queued. A try ended this way was not ended by the task's own code."""
+        params: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id, "included_events": list(SCHEDULER_EVENTS)}
+        if task_id is not None:
+            params["task_id"] = task_id
+        entries = self.paged("/api/v2/eventLogs", "event_logs", params)
+        return [
+            f"{e['when']} {e['event']} {e['task_id']}[{e.get('map_index')}] try {e.get('try_number')}: "
+            f"{str(e.get('extra'))[:400]}"
+            for e in entries
+        ]
+
     # -- connections and pools -------------------------------------------------------------------
 
     def connections(self) -> list[dict[str, Any]]:
-        return self._paged("/api/v2/connections", "connections")
+        return self.paged("/api/v2/connections", "connections")
 
     def pools(self) -> list[dict[str, Any]]:
-        return self._paged("/api/v2/pools", "pools")
+        return self.paged("/api/v2/pools", "pools")
 
     def create_pool(
         self, name: str, slots: int, *, include_deferred: bool = True, description: str | None = None

@@ -18,8 +18,9 @@ from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
 from airflow_provider_muscle_surge.sensors.segmind import SegmindRequestSensor
 
 IMAGE = "{{ dag_run.conf['image_url'] }}"
-#: Later than the supervisor's report of a deferral, which can lag up to [workers] min_heartbeat_interval (5 s).
-RACE_FREE_FIRST_POLL = {"first_poll_seconds": 8.0}
+#: A first look at once: the content block is seen before the worker's report of the deferral is, and
+#: the trigger must hold it (Airflow 3.3.2 would otherwise fail the resumed try as "state changed externally").
+LOOK_AT_ONCE = {"first_poll_seconds": 0.0}
 
 with DAG(
     dag_id="surge_policy_failures",
@@ -34,10 +35,7 @@ with DAG(
         task_id="content_blocked_deferred",
         image_url="{{ dag_run.conf['rai_image_url'] }}",
         deferrable=True,
-        # Airflow 3.3.2 race: a trigger event that beats the executor's report of the deferral makes the
-        # scheduler start another try ("state changed externally"). A first poll after a few seconds keeps
-        # this test about our failure handling, not that race (which re-attach makes harmless anyway).
-        poll_schedule=RACE_FREE_FIRST_POLL,
+        poll_schedule=LOOK_AT_ONCE,
     )
     MuscleSurgeOperator(task_id="no_credits", image_url=IMAGE, segmind_conn_id="segmind_broke")
     MuscleSurgeOperator(task_id="bad_key", image_url=IMAGE, segmind_conn_id="segmind_badkey")
@@ -53,6 +51,6 @@ with DAG(
         request_id="{{ dag_run.conf['expired_request_id'] }}",
         segmind_conn_id="segmind_short",
         deferrable=True,
-        poll_schedule=RACE_FREE_FIRST_POLL,
+        poll_schedule=LOOK_AT_ONCE,
         timeout=120,
     )
