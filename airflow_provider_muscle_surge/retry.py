@@ -3,8 +3,9 @@
 Why our own wait function: tenacity's exponential-with-jitter is right for 5xx and dropped
 connections, but a 429 comes with the server's own answer to "how long?" (``Retry-After`` or
 Segmind's ``x-rate-limit-reset-at-utc``). Retrying sooner only earns another 429 and burns the
-rate budget of every other task on the same key, so we wait what the server asks (capped), and
-fall back to the jittered exponential when it does not say.
+rate budget of every other task on the same key, so we wait what the server asks (capped), plus
+the jittered exponential when it refuses again (many tasks contend for the key), and fall back to
+the jittered exponential alone when it does not say.
 """
 
 from __future__ import annotations
@@ -130,10 +131,18 @@ class RetryPolicy:
 
     def wait_seconds(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
+        backoff = wait_random_exponential(multiplier=self.initial_backoff, max=self.max_backoff)
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            # A little jitter on top, so many tasks released at the same reset do not collide again.
-            return min(exc.retry_after, self.max_retry_after) + random.uniform(0, 0.25)
-        return wait_random_exponential(multiplier=self.initial_backoff, max=self.max_backoff)(state)
+            floor = min(exc.retry_after, self.max_retry_after)
+            if state.attempt_number == 1:
+                # A little jitter on top, so tasks released at the same reset do not collide again.
+                return floor + random.uniform(0, 0.25)
+            # Refused again: others are contending for the same key, and the server's wait is only
+            # "until the next free slot", which every contender is told. Waiting just that makes them
+            # all retry together and win one slot between them, each 429 spending the key's budget;
+            # the exponential jitter on top spreads them out, and the server's wait stays the floor.
+            return floor + backoff(state)
+        return backoff(state)
 
 
 def seconds_from_extra(extra: Mapping[str, Any], name: str, default: float) -> float:

@@ -6,12 +6,15 @@ waits asserted are the ones a hook would actually sleep, without spending the ti
 
 from __future__ import annotations
 
+import heapq
 import logging
+import random
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from tenacity import Future, RetryCallState
 
 from airflow_provider_muscle_surge.exceptions import (
     AuthenticationError,
@@ -133,11 +136,55 @@ def rate_limited(retry_after: float | None) -> RateLimited:
 
 
 def test_a_rate_limited_call_waits_what_the_server_asked_plus_a_little_jitter():
-    result, slept = run(RetryPolicy(), Flaky(rate_limited(2.0), rate_limited(3.0)))
+    result, slept = run(RetryPolicy(), Flaky(rate_limited(2.0)))
     assert result == "ok"
-    assert len(slept) == 2
+    assert len(slept) == 1
     assert 2.0 <= slept[0] <= 2.25
-    assert 3.0 <= slept[1] <= 3.25
+
+
+def test_a_call_refused_again_adds_growing_jitter_to_the_servers_wait():
+    # The server tells every contender the same "next free slot": waiting only that, they would
+    # all come back together again. Its wait stays the floor; the exponential jitter spreads them.
+    policy = RetryPolicy(max_retries=8, initial_backoff=0.5, max_backoff=3.0, max_retry_seconds=1000)
+    result, slept = run(policy, Flaky(*[rate_limited(0.2) for _ in range(8)]))
+    assert result == "ok"
+    assert 0.2 <= slept[0] <= 0.45
+    for attempt, wait in enumerate(slept[1:], start=2):
+        assert 0.2 <= wait <= 0.2 + min(3.0, 0.5 * 2 ** (attempt - 1)), (attempt, wait)
+    assert len(set(slept[1:])) > 1, "jittered, not fixed"
+
+
+def test_many_contenders_on_one_key_need_far_fewer_attempts_than_waiting_only_what_the_server_says():
+    """40 callers, one key that admits 3 calls a second: who wins each slot, simulated with the
+    policy's own waits. The unluckiest caller's attempts are what exhausts ``max_retries``."""
+
+    def worst_caller_attempts(policy: RetryPolicy, *, spread: bool, seed: int) -> int:
+        rng = random.Random(seed)
+        random_state = random.getstate()
+        random.seed(seed)
+        try:
+            next_slot, attempts_of = 0.0, {}
+            queue = [(rng.uniform(0, 0.1), caller, 1) for caller in range(40)]
+            heapq.heapify(queue)
+            while queue:
+                now, caller, attempt = heapq.heappop(queue)
+                if now >= next_slot:
+                    next_slot, attempts_of[caller] = now + 1 / 3, attempt
+                    continue
+                state = RetryCallState(None, None, (), {})
+                state.attempt_number = attempt
+                state.outcome = Future.construct(attempt, rate_limited(next_slot - now), True)
+                wait = policy.wait_seconds(state) if spread else (next_slot - now) + random.uniform(0, 0.25)
+                heapq.heappush(queue, (now + wait, caller, attempt + 1))
+            return max(attempts_of.values())
+        finally:
+            random.setstate(random_state)
+
+    policy = RetryPolicy(initial_backoff=0.2, max_backoff=2.0)
+    herd = max(worst_caller_attempts(policy, spread=False, seed=s) for s in range(3))
+    spread = max(worst_caller_attempts(policy, spread=True, seed=s) for s in range(3))
+    assert herd >= 40, "waiting only the server's time, the last caller tries once per slot given away"
+    assert spread <= herd * 0.6, (spread, herd)
 
 
 def test_the_servers_wait_is_capped_by_max_retry_after():
