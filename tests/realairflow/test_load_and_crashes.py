@@ -188,10 +188,19 @@ def mapped_tis(client: AirflowRestClient, dag_id: str, run_id: str, task_id: str
 
 
 def emulator_status(emu: EmulatorProcess, request_id: str) -> str:
-    resp = requests.get(
-        emu.url + contract.status_path(request_id), headers={contract.API_KEY_HEADER: emu.api_key}, timeout=10
-    )
-    return str(resp.json()["status"])
+    """The request's status as the API reports it; the test's own call meets the scenario's rate
+    limit and injected faults like any other, so it asks again until it gets an answer."""
+
+    def ask() -> str | None:
+        try:
+            resp = requests.get(
+                emu.url + contract.status_path(request_id), headers={contract.API_KEY_HEADER: emu.api_key}, timeout=10
+            )
+            return str(resp.json()["status"]) if resp.status_code == 200 else None
+        except (requests.RequestException, ValueError, KeyError):
+            return None  # an injected fault: a dropped connection or a broken body
+
+    return str(wait_until(ask, timeout=30, interval=0.4, what=f"a status answer for {request_id}"))
 
 
 def trigger_rows(deployment: AirflowDeployment, classpath_suffix: str = "SegmindRequestTrigger") -> dict[int, Any]:
