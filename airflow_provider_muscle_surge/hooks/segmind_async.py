@@ -109,8 +109,11 @@ class SegmindAsyncHook(BaseHook):
             waited = await budget.acquire(rated=rated, until=until)
             limit = max(MIN_ATTEMPT_SECONDS, limit - waited)
             try:
-                # wait_for on top of aiohttp's own total: the bound holds whatever phase the call is in.
-                answer = await asyncio.wait_for(fetch(limit), timeout=limit + 0.5)
+                # A deadline on top of aiohttp's own total: the bound holds whatever phase the call is
+                # in. asyncio.timeout, not wait_for: it cancels this task instead of running the call
+                # in a new one (a task and its scheduling per call, times thousands of triggers).
+                async with asyncio.timeout(limit + 0.5):
+                    answer = await fetch(limit)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
                 raise transport_error(err, url) from None
             with budget.pausing_on_429(settings.retry.max_retry_after):
