@@ -126,8 +126,8 @@ def measure(
     from tests.realairflow.harness import AirflowDeployment, DeploymentSettings
 
     env = {**common_env, "BENCH_WORKER_SLOT_MODES": ",".join(modes)}
-    if heartbeat != "default":
-        env[HEARTBEAT_ENV] = heartbeat
+    # Always set: the test harness's own value is 1 s, and "default" means Airflow's 5 s.
+    env[HEARTBEAT_ENV] = "5" if heartbeat == "default" else heartbeat
     settings = DeploymentSettings(
         dags_folder=common.BENCH_DIR / "dags", env=env, parallelism=max(8, len(modes) * args.tasks + 2)
     )
