@@ -1,8 +1,8 @@
 """What only SegmindAsyncHook, the client the trigger polls with, promises (against the real emulator).
 
 What it shares with the sync hook (the cycle, the error map, retries, what goes over the wire) is
-tested once for both in ``test_hook.py``. Here: one aiohttp session per ``async with`` block (not
-per call), the deadline, and that nothing it does holds the triggerer's event loop: asyncio's own
+tested once for both in ``test_hook.py``. Here: the sessions (reads share one per key in a process,
+a submit has its own), the deadline, and that nothing it does holds the triggerer's event loop: asyncio's own
 debug mode reports every step that runs longer than a threshold, and the detector is shown to
 catch a real blocking call before its silence is trusted.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import re
 import time
@@ -20,9 +21,11 @@ from typing import Any
 import aiohttp
 import pytest
 from segmind_emulator.testing import EmulatorProcess
-from support import FAST_RETRY, FAST_SCHEDULE
+from hostile import header_fields
+from support import FAST_RETRY, FAST_SCHEDULE, connection
 
 from airflow_provider_muscle_surge.exceptions import InferenceTimeout, RequestExpired
+from airflow_provider_muscle_surge.hooks import shared_session
 from airflow_provider_muscle_surge.hooks.segmind_async import SegmindAsyncHook
 from airflow_provider_muscle_surge.triggers.segmind import SegmindRequestTrigger
 
@@ -53,46 +56,78 @@ async def test_a_wait_past_its_deadline_raises_timeout_naming_the_request(emu):
     assert (stats["status_polls"], stats["results"]) == (1, 0)
 
 
-# --- one session per async with -------------------------------------------------------------------------
+# --- the sessions: one pooled per key for reads, the submit's own -------------------------------------
 @pytest.fixture
 def sessions(monkeypatch: pytest.MonkeyPatch) -> list[aiohttp.ClientSession]:
-    """Every aiohttp.ClientSession created while the test runs."""
+    """Every aiohttp.ClientSession created while the test runs; each one's ``methods`` it sent."""
     created: list[aiohttp.ClientSession] = []
     real = aiohttp.ClientSession
 
     class CountingSession(real):  # type: ignore[misc,valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self.methods: list[str] = []
             created.append(self)
+
+        def request(self, method: str, *args: Any, **kwargs: Any) -> Any:
+            self.methods.append(method)
+            return super().request(method, *args, **kwargs)
 
     monkeypatch.setattr(aiohttp, "ClientSession", CountingSession)
     return created
 
 
-async def test_one_http_session_serves_a_whole_multi_poll_wait(emu, sessions):
+async def test_a_whole_wait_polls_over_one_session_and_the_submit_goes_on_its_own(emu, sessions):
     async with SegmindAsyncHook() as hook:
         submission = await hook.submit("muscle-surge", {"image_url": emu.sample_url()})
         result = await wait(hook, submission.request_id)
         assert await hook.get_result(submission.request_id) == result
     assert emu.stats()["status_polls"] >= 3
-    assert len(sessions) == 1
-    assert sessions[0].closed
-
-
-async def test_each_async_with_block_opens_and_closes_its_own_session(emu, sessions):
-    for _ in range(2):
-        async with SegmindAsyncHook() as hook:
-            with pytest.raises(RequestExpired):
-                await hook.get_status("no-such-request")
-    assert len(sessions) == 2
+    # The paid POST never rides a pooled keep-alive connection; every read shares one session.
+    assert sorted(s.methods for s in sessions) == [["GET"] * len(sessions[0].methods), ["POST"]]
     assert all(s.closed for s in sessions)
 
 
-async def test_the_session_is_closed_when_the_block_raises(emu, sessions):
+async def test_waits_on_one_key_share_a_session_which_the_last_one_closes(emu, sessions):
+    async with SegmindAsyncHook() as first, SegmindAsyncHook() as second:
+        for hook in (first, second):
+            with pytest.raises(RequestExpired):
+                await hook.get_status("no-such-request")
+        assert len(sessions) == 1
+    assert sessions[0].closed
+    assert shared_session.open_sessions() == 0
+
+
+async def test_a_session_stays_open_while_another_wait_uses_it(emu, sessions):
+    async with SegmindAsyncHook() as staying:
+        async with SegmindAsyncHook() as leaving:
+            with pytest.raises(RequestExpired):
+                await leaving.get_status("no-such-request")
+        assert not sessions[0].closed
+        with pytest.raises(RequestExpired):
+            await staying.get_status("no-such-request")
+    assert sessions[0].closed
+
+
+async def test_waits_on_different_keys_never_share_a_session(hostile_server, monkeypatch):
+    # Each key reaches the server only on its own connection's requests.
+    server = hostile_server(b'{"status": "PROCESSING"}')
+    for conn_id, key in (("segmind_default", "key-one"), ("segmind_other", "key-two")):
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection(server.url, key=key)))
+    async with SegmindAsyncHook("segmind_default") as one, SegmindAsyncHook("segmind_other") as two:
+        for hook in (one, two, one):
+            await hook.get_status("abc")
+        assert shared_session.open_sessions() == 2
+    keys = [header_fields(raw).get("x-api-key") for raw in server.requests]
+    assert keys == ["key-one", "key-two", "key-one"]
+
+
+async def test_the_sessions_are_closed_when_the_block_raises(emu, sessions):
     with pytest.raises(RequestExpired):
         async with SegmindAsyncHook() as hook:
             await hook.get_status("no-such-request")
     assert sessions[0].closed
+    assert shared_session.open_sessions() == 0
 
 
 async def test_calling_outside_async_with_raises_a_clear_error(emu):

@@ -2,9 +2,10 @@
 
 Why not the http provider's HttpAsyncHook: it opens a new aiohttp session per call, skips
 429 on purpose, and sends the connection extra as headers. A triggerer may hold thousands of
-these at once, so here one ``aiohttp.ClientSession`` lives for the whole ``async with`` block
-(one per trigger run), the connection is read with ``aget_connection`` (no blocking DB or
-secrets call on the event loop), and retries share the sync hook's policy and error map.
+these at once, so here status and result calls go over one pooled session per key and event loop,
+shared by every ``async with`` block (``hooks/shared_session.py``), while a submit gets a session
+of its own; the connection is read with ``aget_connection`` (no blocking DB or secrets call on the
+event loop), and retries share the sync hook's policy and error map.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from airflow_provider_muscle_surge.exceptions import (
     SubmitOutcomeUnknown,
     TransportError,
 )
+from airflow_provider_muscle_surge.hooks import shared_session
 from airflow_provider_muscle_surge.hooks.settings import DEFAULT_CONN_ID, SegmindSettings
 from airflow_provider_muscle_surge.polling import PollSchedule, Step, Watch
 from airflow_provider_muscle_surge.retry import MIN_ATTEMPT_SECONDS
@@ -49,7 +51,8 @@ class SegmindAsyncHook(BaseHook):
         super().__init__()
         self.segmind_conn_id = segmind_conn_id
         self._settings = settings
-        self._session: aiohttp.ClientSession | None = None
+        self._pooled: aiohttp.ClientSession | None = None  # reads: the process's session for this key
+        self._own: aiohttp.ClientSession | None = None  # anything else: this block's, opened on first use
 
     async def get_settings(self) -> SegmindSettings:
         if self._settings is None:
@@ -59,16 +62,31 @@ class SegmindAsyncHook(BaseHook):
 
     async def __aenter__(self) -> SegmindAsyncHook:
         settings = await self.get_settings()
-        # Time limits are set per call (a total per attempt, see ``_call``), not per socket read.
-        self._session = aiohttp.ClientSession(headers=settings.headers, timeout=aiohttp.ClientTimeout(total=None))
+        self._pooled = shared_session.acquire(settings.headers)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        pooled, own, self._pooled, self._own = self._pooled, self._own, None, None
+        try:
+            if own is not None:
+                await own.close()
+        finally:
+            if pooled is not None:
+                await shared_session.release(pooled)
+
+    def _session_for(self, method: str, settings: SegmindSettings) -> aiohttp.ClientSession:
+        """GETs (idempotent) share the pool; a POST never rides a keep-alive connection the server may
+        have just dropped, which would leave a paid submit's outcome unknown (see ``shared_session``)."""
+        if self._pooled is None:
+            raise RuntimeError("use SegmindAsyncHook inside 'async with': it holds its HTTP sessions per block")
+        if method == "GET":
+            return self._pooled
+        if self._own is None:
+            # Time limits are set per call (a total per attempt, see ``_call``), not per socket read.
+            self._own = aiohttp.ClientSession(headers=settings.headers, timeout=aiohttp.ClientTimeout(total=None))
+        return self._own
 
     async def _call(
         self,
@@ -88,10 +106,8 @@ class SegmindAsyncHook(BaseHook):
         a token when ``rated`` (status and result calls); the wait never passes ``until`` and is taken
         out of the attempt's time limit. A 429 with a reset time pauses every caller on the key.
         """
-        if self._session is None:
-            raise RuntimeError("use SegmindAsyncHook inside 'async with': it owns one HTTP session per block")
         settings = await self.get_settings()
-        session = self._session
+        session = self._session_for(method, settings)
         budget = settings.key_budget()
 
         async def fetch(limit: float) -> RawAnswer:

@@ -253,16 +253,15 @@ class SegmindJobTrigger(BaseTrigger):
         deadline = self._deadline(record)
         bound = max(0.0, deadline - time.time()) + LAST_LOOK_SECONDS + OUTER_GRACE_SECONDS
         try:
-            return await asyncio.wait_for(
-                hook.wait_for_request(
+            # asyncio.timeout, not wait_for: no second task per waiting job (see SegmindRequestTrigger).
+            async with asyncio.timeout(bound):
+                return await hook.wait_for_request(
                     record.request_id,
                     submitted_at=record.submitted_at,
                     deadline=deadline,
                     schedule=schedule,
                     on_step=self._log_step,
-                ),
-                timeout=bound,
-            )
+                )
         except asyncio.TimeoutError:
             raise InferenceTimeout(record.request_id, time.time() - record.submitted_at) from None
 

@@ -120,7 +120,10 @@ class SegmindRequestTrigger(BaseTrigger):
     async def _outcome(self) -> dict[str, Any]:
         bound = max(0.0, self.deadline - time.time()) + LAST_LOOK_SECONDS + OUTER_GRACE_SECONDS
         try:
-            result = await asyncio.wait_for(self._wait(), timeout=bound)
+            # asyncio.timeout, not wait_for: wait_for runs the wait in a second task, which thousands
+            # of triggers would each keep (with its future and timer) for the whole wait.
+            async with asyncio.timeout(bound):
+                result = await self._wait()
         except SegmindError as err:
             self.log.warning("Segmind request %s: %s", self.request_id, err)
             return events.error_event(self.request_id, err)
