@@ -20,8 +20,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from segmind_emulator.testing import EmulatorProcess
 from hostile import header_fields
+from segmind_emulator.testing import EmulatorProcess
 from support import FAST_RETRY, FAST_SCHEDULE, connection
 
 from airflow_provider_muscle_surge.exceptions import InferenceTimeout, RequestExpired
