@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, task
+from sample_images import sample_image_urls
 
 from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
 
@@ -60,9 +61,7 @@ class PausedAfterSubmitOperator(MuscleSurgeOperator):
 def celery_surge_load() -> None:
     @task
     def images(**context: Any) -> list[str]:
-        conf = dict(context["dag_run"].conf)
-        base = str(conf["emulator_url"]).rstrip("/")
-        return [f"{base}/_emulator/samples/athlete-{i % 4 + 1}.png" for i in range(int(conf["jobs"]))]
+        return sample_image_urls(dict(context["dag_run"].conf))
 
     MuscleSurgeOperator.partial(
         task_id="surge", segmind_conn_id=CONN_ID, quality="360p", deferrable=True, output_path=OUTPUT_PATH

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, task
+from sample_images import sample_image_urls
 
 from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
 
@@ -74,9 +75,7 @@ def surge_fault_worker_crash() -> None:
 def surge_fault_triggerer() -> None:
     @task
     def images(**context: Any) -> list[str]:
-        conf = dict(context["dag_run"].conf)
-        base = str(conf["emulator_url"]).rstrip("/")
-        return [f"{base}/_emulator/samples/athlete-{i % 4 + 1}.png" for i in range(int(conf["jobs"]))]
+        return sample_image_urls(dict(context["dag_run"].conf))
 
     MuscleSurgeOperator.partial(
         task_id="surge",

@@ -17,18 +17,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, task
+from sample_images import sample_image_urls
 
 from airflow_provider_muscle_surge.operators.segmind import MuscleSurgeOperator
 
 START = datetime(2024, 1, 1)
 OUTPUT_DIR = "{{ dag_run.conf['output_dir'] }}/"
 POOL = "surge_fault_pool"
-
-
-def _sample_images(conf: dict[str, Any]) -> list[str]:
-    """``jobs`` image URLs cycling over the emulator's four sample portraits."""
-    base = str(conf["emulator_url"]).rstrip("/")
-    return [f"{base}/_emulator/samples/athlete-{i % 4 + 1}.png" for i in range(int(conf["jobs"]))]
 
 
 @dag(
@@ -43,7 +38,7 @@ def _sample_images(conf: dict[str, Any]) -> list[str]:
 def surge_fault_load() -> None:
     @task
     def images(**context: Any) -> list[str]:
-        return _sample_images(dict(context["dag_run"].conf))
+        return sample_image_urls(dict(context["dag_run"].conf))
 
     MuscleSurgeOperator.partial(
         task_id="surge",
@@ -65,7 +60,7 @@ def surge_fault_load() -> None:
 def surge_fault_pool() -> None:
     @task
     def images(**context: Any) -> list[str]:
-        return _sample_images(dict(context["dag_run"].conf))
+        return sample_image_urls(dict(context["dag_run"].conf))
 
     MuscleSurgeOperator.partial(
         task_id="render",
