@@ -151,7 +151,8 @@ class SegmindRequestTrigger(BaseTrigger):
             await asyncio.sleep(hold)
 
     async def _wait(self) -> dict[str, Any]:
-        # One HTTP session for the whole wait, closed when the block exits (also on cancel).
+        # The hook holds its sessions for the whole wait (reads on the pooled one) and releases them
+        # when the block exits, also on cancel.
         async with SegmindAsyncHook(self.segmind_conn_id) as hook:
             return await hook.wait_for_request(
                 self.request_id,

@@ -96,8 +96,10 @@ def celery_scenario(
 ) -> Iterator[CeleryScenario]:
     # Only this module's DAG file in the deployment's DAG folder: the dag-processor re-parses every
     # file every few seconds, CPU the two cores need for the workers.
+    # (Plus the helper module it imports, which the dag-processor does not parse as a DAG file.)
     dags = tmp_path_factory.mktemp("celery-dags")
-    (dags / DAG_FILE.name).symlink_to(DAG_FILE)
+    for name in (DAG_FILE.name, "sample_images.py"):
+        (dags / name).symlink_to(DEFAULT_DAGS_FOLDER / name)
     no_aws = tmp_path_factory.mktemp("no-aws")
     s3 = MotoServer()
     emulator = EmulatorProcess(**EMULATOR_FLAGS)
