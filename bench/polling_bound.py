@@ -28,18 +28,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from segmind_emulator.config import EmulatorConfig
+from segmind_emulator.state import MIN_RENDER_SECONDS, TAIL_FACTOR, TAIL_PROBABILITY
 
-#: The emulator's render-time model (segmind_emulator/state.py), restated for the simulation.
-SPREAD = 0.06
-TAIL_PROBABILITY = 0.03
-TAIL_FACTOR = (1.2, 1.6)
+#: The emulator's default render-time spread (sd / mean), as in ``bench/polling.py --job-spread``.
+SPREAD = EmulatorConfig().job_spread
 
 
 def draw(centre: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` render times as ``segmind_emulator.state.draw_render_seconds`` draws them, vectorised."""
     seconds = rng.normal(centre, SPREAD * centre, n)
     tail = rng.random(n) < TAIL_PROBABILITY
     seconds[tail] *= rng.uniform(*TAIL_FACTOR, int(tail.sum()))
-    return np.maximum(seconds, 0.05)
+    return np.maximum(seconds, MIN_RENDER_SECONDS)
 
 
 def inner_minimum(survival: np.ndarray, cumulative: np.ndarray, m_steps: int, lam: float) -> tuple[float, float]:

@@ -94,6 +94,28 @@ def either_hook(request: pytest.FixtureRequest) -> Client:
     return Client(request.param)
 
 
+# --- aiohttp sessions -----------------------------------------------------------------------------------
+@pytest.fixture
+def sessions(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every aiohttp.ClientSession created while the test runs, in order; each one's ``methods`` it sent."""
+    import aiohttp
+
+    created: list[Any] = []
+
+    class CountingSession(aiohttp.ClientSession):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.methods: list[str] = []
+            created.append(self)
+
+        def request(self, method: str, *args: Any, **kwargs: Any) -> Any:
+            self.methods.append(method)
+            return super().request(method, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp, "ClientSession", CountingSession)
+    return created
+
+
 # --- the hostile server ------------------------------------------------------------------------------
 @pytest.fixture
 def hostile_server() -> Iterator[Callable[..., HostileServer]]:

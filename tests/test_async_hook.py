@@ -18,7 +18,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 from hostile import header_fields
 from segmind_emulator.testing import EmulatorProcess
@@ -57,26 +56,6 @@ async def test_a_wait_past_its_deadline_raises_timeout_naming_the_request(emu):
 
 
 # --- the sessions: one pooled per key for reads, the submit's own -------------------------------------
-@pytest.fixture
-def sessions(monkeypatch: pytest.MonkeyPatch) -> list[aiohttp.ClientSession]:
-    """Every aiohttp.ClientSession created while the test runs; each one's ``methods`` it sent."""
-    created: list[aiohttp.ClientSession] = []
-    real = aiohttp.ClientSession
-
-    class CountingSession(real):  # type: ignore[misc,valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.methods: list[str] = []
-            created.append(self)
-
-        def request(self, method: str, *args: Any, **kwargs: Any) -> Any:
-            self.methods.append(method)
-            return super().request(method, *args, **kwargs)
-
-    monkeypatch.setattr(aiohttp, "ClientSession", CountingSession)
-    return created
-
-
 async def test_a_whole_wait_polls_over_one_session_and_the_submit_goes_on_its_own(emu, sessions):
     async with SegmindAsyncHook() as hook:
         submission = await hook.submit("muscle-surge", {"image_url": emu.sample_url()})

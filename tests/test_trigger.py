@@ -175,20 +175,6 @@ async def test_trigger_keeps_polling_a_long_job(emulator_factory: Any, segmind_c
             await waiting
 
 
-@pytest.fixture
-def sessions(monkeypatch: pytest.MonkeyPatch) -> list[aiohttp.ClientSession]:
-    """Every aiohttp ClientSession created during the test, in order."""
-    created: list[aiohttp.ClientSession] = []
-
-    class CountedSession(aiohttp.ClientSession):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            created.append(self)
-
-    monkeypatch.setattr(aiohttp, "ClientSession", CountedSession)
-    return created
-
-
 async def test_one_run_opens_exactly_one_http_session(
     segmind_conn: EmulatorProcess, sessions: list[aiohttp.ClientSession]
 ) -> None:
