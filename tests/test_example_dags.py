@@ -555,11 +555,16 @@ class Reviewer(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        try:
-            while self.pending and not self.done.wait(0.2):
+        while self.pending and not self.done.wait(0.2):
+            try:
                 self._answer_waiting_tasks()
-        except BaseException as exc:  # reported by the runner after the run
-            self.error = exc
+            except Exception as exc:  # a locked SQLite file, a review not recorded yet: ask again
+                # Said at once (the run waits on the answer, so it would otherwise only time out),
+                # and reported by the runner if the task is still unanswered when the run ends.
+                sys.stderr.write(f"hitl-reviewer: answering failed, asking again: {exc!r}\n")
+                self.error = exc
+            else:
+                self.error = None
 
     def _answer_waiting_tasks(self) -> None:
         from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
@@ -570,6 +575,7 @@ class Reviewer(threading.Thread):
         from airflow.utils.state import TaskInstanceState
         from sqlalchemy import select
 
+        answered: list[str] = []
         with create_session() as session:
             waiting = session.scalars(
                 select(TaskInstance).where(
@@ -583,11 +589,15 @@ class Reviewer(threading.Thread):
                     dag_id=ti.dag_id,
                     dag_run_id=ti.run_id,
                     task_id=ti.task_id,
-                    update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[self.pending.pop(ti.task_id)]),
+                    update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[self.pending[ti.task_id]]),
                     user=SimpleAuthManagerUser(username=REVIEWER, role="admin"),
                     session=session,
                     map_index=ti.map_index,
                 )
+                answered.append(ti.task_id)
+        # Only once the answers are committed: a failed attempt leaves them pending, to be given again.
+        for task_id in answered:
+            self.pending.pop(task_id, None)
 
 
 def _run_dag(dag_id: str, conf: dict[str, Any], answers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -611,7 +621,7 @@ def _run_dag(dag_id: str, conf: dict[str, Any], answers: dict[str, str] | None =
     finally:
         reviewer.done.set()
         reviewer.join(30)
-    if reviewer.error is not None:
+    if reviewer.error is not None and reviewer.pending:
         raise reviewer.error
     if reviewer.pending:
         raise AssertionError(f"never asked, so never answered: {reviewer.pending}")
